@@ -1,0 +1,40 @@
+"""Where a command writes and how it should look: streams, terminal or pipe, colour."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import IO
+
+
+@dataclass
+class Environment:
+    """The streams a command writes to, and whether stdout is a terminal that wants colour."""
+
+    stdout: IO[str]
+    stderr: IO[str]
+    is_tty: bool
+    color: bool
+    width: int = 100
+
+    @classmethod
+    def from_process(cls) -> Environment:
+        """Give the Environment of this process, honouring NO_COLOR, FORCE_COLOR and TERM=dumb."""
+        is_tty = sys.stdout.isatty()
+        color = is_tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        if os.environ.get("FORCE_COLOR"):
+            color = True
+        try:
+            width = os.get_terminal_size(sys.stdout.fileno()).columns if is_tty else 100
+        except OSError:
+            width = 100
+        return cls(sys.stdout, sys.stderr, is_tty, color, width)
+
+    def error(self, message: str) -> None:
+        """Write one line `sockscope: message` on stderr."""
+        self.stderr.write(f"sockscope: {message}\n")
+
+    def note(self, message: str) -> None:
+        """Write one line of advice on stderr (`sockscope: note: ...`)."""
+        self.stderr.write(f"sockscope: note: {message}\n")

@@ -1,0 +1,191 @@
+"""Drawing sockets for people and for programs: aligned tables, JSON, JSON Lines and CSV.
+
+The table writer works column by column with C-level `map`/`str.format` because `ls` may
+print tens of thousands of rows and must keep pace with `ss`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
+from typing import IO, Any
+
+from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
+
+PortNames = dict[int, str]
+
+
+class EndpointText:
+    """Endpoint -> text as a person reads it: `10.0.0.1:ssh`, `[::1]:8080`, `0.0.0.0:*`, `/run/x.sock 1234`."""
+
+    def __init__(self, tcp_names: PortNames | None, udp_names: PortNames | None) -> None:
+        self.names = {"tcp": tcp_names or {}, "udp": udp_names or {}, "raw": {}}
+        self.hosts: dict[str, str] = {}
+
+    def inet_column(self, ends: Sequence[Endpoint], netid: str, is_peer: bool) -> list[str]:
+        """Give `address:port` for a column of inet endpoints (uniques formatted once each)."""
+        names = self.names.get(netid, {})
+        hosts = self.hosts
+        for address in set(map(itemgetter(0), ends)).difference(hosts):
+            hosts[address] = f"[{address}]:" if ":" in address else f"{address}:"
+        ports = {port: names.get(port) or str(port) for port in set(map(itemgetter(1), ends))}
+        if is_peer and 0 in ports:
+            ports[0] = "*"
+        return list(map(str.__add__, map(hosts.__getitem__, map(itemgetter(0), ends)), map(ports.__getitem__, map(itemgetter(1), ends))))
+
+    def one(self, end: AnyEndpoint, netid: str, inode: int, is_peer: bool) -> str:
+        """Give the text of one endpoint of any family."""
+        if isinstance(end, Endpoint):
+            return self.inet_column([end], netid, is_peer)[0]
+        if isinstance(end, UnixEndpoint):
+            return f"{end.path or '*'} {end.inode if is_peer else inode}"
+        if isinstance(end, NetlinkEndpoint):
+            port = "kernel" if end.portid == 0 else str(end.portid)
+            return f"{end.protocol}:{port}" if not is_peer else "*"
+        if isinstance(end, PacketEndpoint):
+            return f"{end.protocol}:{end.interface}" if not is_peer else "*"
+        if isinstance(end, VsockEndpoint):
+            return f"{end.cid}:{end.port}"
+        return str(end)
+
+
+def endpoint_column(sockets: Sequence[Socket], texts: EndpointText, is_peer: bool) -> list[str]:
+    """Give the text of the local (or peer) endpoint of every socket, in order."""
+    index = 6 if is_peer else 5
+    netids = set(map(itemgetter(0), sockets))
+    ends = list(map(itemgetter(index), sockets))
+    if len(netids) == 1 and all(map(Endpoint.__instancecheck__, ends)):  # type: ignore[arg-type]
+        return texts.inet_column(ends, next(iter(netids)), is_peer)
+    return [texts.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, ends)]
+
+
+def owners_text(owners: tuple[Owner, ...] | None) -> str:
+    """Give the Process column: `name(pid=N,fd=F,user=U)` for each holder, comma separated."""
+    if not owners:
+        return ""
+    return ",".join(f"{o.name}(pid={o.pid},fd={o.fd},user={o.user})" for o in owners)
+
+
+def table(
+    out: IO[str],
+    sockets: Sequence[Socket],
+    texts: EndpointText,
+    *,
+    netid: bool,
+    extended: bool,
+    processes: bool,
+    netns: bool,
+    header: bool = True,
+) -> None:
+    """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
+    columns: list[tuple[str, list[str], str]] = []
+    if netns:
+        columns.append(("Netns", [s.netns or "-" for s in sockets], "<"))
+    if netid:
+        columns.append(("Netid", list(map(str, map(itemgetter(0), sockets))), "<"))
+    columns += [
+        ("State", list(map(str, map(itemgetter(2), sockets))), "<"),
+        ("Recv-Q", list(map(str, map(itemgetter(3), sockets))), ">"),
+        ("Send-Q", list(map(str, map(itemgetter(4), sockets))), ">"),
+        ("Local Address:Port", endpoint_column(sockets, texts, False), "<"),
+        ("Peer Address:Port", endpoint_column(sockets, texts, True), "<"),
+    ]
+    if extended:
+        columns.append(("UID", [str(uid) if uid is not None else "-" for uid in map(itemgetter(8), sockets)], ">"))
+        columns.append(("Inode", list(map(str, map(itemgetter(7), sockets))), ">"))
+    if processes:
+        columns.append(("Process", list(map(owners_text, map(itemgetter(10), sockets))), "<"))
+    widths = [max(len(title), max(map(len, cells), default=0)) for title, cells, _ in columns]
+    parts = [f"{{:{align}{width}}}" for (_t, _c, align), width in zip(columns, widths)]
+    if columns[-1][2] == "<":
+        parts[-1] = "{}"  # no trailing blanks after the last column
+    template = " ".join(parts)
+    if header:
+        out.write(template.format(*(title for title, _c, _a in columns)).rstrip() + "\n")
+    if sockets:
+        out.write("\n".join(map(template.format, *(cells for _t, cells, _a in columns))))
+        out.write("\n")
+
+
+def endpoint_json(end: AnyEndpoint, is_peer: bool) -> dict[str, Any]:
+    """Give the JSON object of an endpoint (the contract in ARCHITECTURE.md)."""
+    if isinstance(end, UnixEndpoint):
+        return {"path": end.path, "inode": end.inode} if is_peer else {"path": end.path}
+    return end._asdict()
+
+
+def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
+    """Give the JSON object of one socket."""
+    local, peer = sock.local, sock.peer
+    return {
+        "netid": sock.netid.value,
+        "family": sock.family.value,
+        "state": sock.state.value,
+        "recv_q": sock.recv_q,
+        "send_q": sock.send_q,
+        "local": {"address": local.address, "port": local.port} if type(local) is Endpoint else endpoint_json(local, False),
+        "peer": {"address": peer.address, "port": peer.port} if type(peer) is Endpoint else endpoint_json(peer, True),
+        "inode": sock.inode,
+        "uid": sock.uid,
+        "netns": sock.netns,
+        "owners": None if sock.owners is None else [{"pid": o.pid, "name": o.name, "fd": o.fd, "user": o.user} for o in sock.owners],
+        "service": service,
+    }
+
+
+def service_of(tcp: PortNames, udp: PortNames) -> Callable[[Socket], str | None]:
+    """Give a function naming a socket's service: its local port's name, else its peer port's."""
+    tables = {"tcp": tcp, "udp": udp}
+
+    def name(sock: Socket) -> str | None:
+        names = tables.get(sock.netid.value)
+        if names is None or not isinstance(sock.local, Endpoint):
+            return None
+        return names.get(sock.local.port) or names.get(sock.peer.port)  # type: ignore[union-attr]
+
+    return name
+
+
+def json_array(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+    """Write a JSON array of sockets, one object per line for readability and streaming tools."""
+    out.write("[")
+    first = True
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    for sock in sockets:
+        out.write("\n" if first else ",\n")
+        out.write(dumps(socket_json(sock, service(sock))))
+        first = False
+    out.write("\n]\n" if not first else "]\n")
+
+
+def json_lines(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+    """Write one JSON object per line."""
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    for sock in sockets:
+        out.write(dumps(socket_json(sock, service(sock))))
+        out.write("\n")
+
+
+CSV_FIELDS = ("netid", "family", "state", "recv_q", "send_q", "local_address", "local_port", "peer_address", "peer_port", "inode", "uid", "netns", "owners", "service")
+
+
+def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, object]:
+    if isinstance(end, Endpoint):
+        return end.address, end.port
+    if isinstance(end, UnixEndpoint):
+        return end.path or "", end.inode if is_peer else inode
+    return tuple(end)  # type: ignore[return-value]
+
+
+def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+    """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for s in sockets:
+        owners = "" if s.owners is None else ";".join(f"{o.pid}/{o.name}/{o.fd}/{o.user}" for o in s.owners)
+        writer.writerow(
+            (s.netid.value, s.family.value, s.state.value, s.recv_q, s.send_q, *_csv_end(s.local, s.inode, False), *_csv_end(s.peer, s.inode, True), s.inode, "" if s.uid is None else s.uid, s.netns or "", owners, service(s) or "")
+        )
+

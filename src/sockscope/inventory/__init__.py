@@ -1,0 +1,300 @@
+"""What sockets exist on this host, and who owns them: the inventory behind `ls`, `who`, `summary`.
+
+Netlink sock_diag is asked first, one dump per family and protocol; a protocol whose diag
+module is missing falls back to its /proc/net file. The dumps run in a helper thread so the
+kernel's work overlaps our decoding and the /proc/<pid>/fd scan.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import sys
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import add, itemgetter
+from typing import Literal
+
+from ..errors import SockscopeError, SourceUnavailable
+from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
+from . import diag, netlink, netns, owners, procnet
+
+Source = Literal["auto", "netlink", "proc"]
+
+INET_NETIDS = frozenset({NetId.TCP, NetId.UDP, NetId.RAW})
+UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
+PACKET_NETIDS = frozenset({NetId.PACKET_RAW, NetId.PACKET_DGRAM})
+VSOCK_NETIDS = frozenset({NetId.VSOCK_STREAM, NetId.VSOCK_DGRAM, NetId.VSOCK_SEQPACKET})
+ALL_NETIDS = frozenset(NetId)
+ALL_FAMILIES = frozenset(Family)
+
+_PROTOCOLS = {NetId.TCP: socket.IPPROTO_TCP, NetId.UDP: socket.IPPROTO_UDP, NetId.RAW: socket.IPPROTO_RAW}
+_PROC_FILES = {NetId.TCP: "tcp", NetId.UDP: "udp", NetId.RAW: "raw"}
+
+
+def proc_root() -> str:
+    """Give the proc root: $SOCKSCOPE_PROC when set (tests point it at fixtures), else /proc."""
+    return os.environ.get("SOCKSCOPE_PROC", "/proc")
+
+
+def state_mask(states: Iterable[State]) -> int:
+    """Give the kernel state bitmask (bit n is TCP state n) of some states."""
+    mask = 0
+    for state in states:
+        mask |= 1 << STATE_NUMBERS[state]
+    return mask
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to list: which kinds, states (kernel bitmask), families, and whether to find owners."""
+
+    netids: frozenset[NetId] = ALL_NETIDS
+    states: int = ALL_STATES_MASK
+    families: frozenset[Family] = ALL_FAMILIES
+    owners: bool = False
+    source: Source = "auto"
+    netns: str | None = None
+    proc_root: str = field(default_factory=proc_root)
+    where: Callable[[Socket], bool] | None = None
+
+
+@dataclass
+class Inventory:
+    """Sockets found, plus notes a command should show once (why owners are missing, ...)."""
+
+    sockets: list[Socket]
+    notes: list[str] = field(default_factory=list)
+
+
+def list_sockets(
+    netids: Collection[NetId] | None = None,
+    states: Collection[State] | None = None,
+    families: Collection[Family] | None = None,
+    *,
+    owners: bool = False,
+    source: Source = "auto",
+    netns: str | None = None,
+    where: Callable[[Socket], bool] | None = None,
+) -> list[Socket]:
+    """Give the sockets on this host (or in a network namespace) matching the arguments.
+
+    `netns` is a name from `ip netns`, a pid or "all"; rows then carry the namespace label.
+    Owners are found by scanning /proc, which sees only this user's processes without root.
+    """
+    query = Query(
+        frozenset(netids) if netids is not None else ALL_NETIDS,
+        state_mask(states) if states is not None else ALL_STATES_MASK,
+        frozenset(families) if families is not None else ALL_FAMILIES,
+        owners,
+        source,
+        netns,
+        proc_root(),
+        where,
+    )
+    return take(query).sockets
+
+
+def take(query: Query) -> Inventory:
+    """Give the Inventory for a Query (the work behind list_sockets)."""
+    notes: list[str] = []
+    scanner = owners.Scanner(query.proc_root) if query.owners else None  # runs beside the dumps
+    if query.netns is None:
+        found = _namespace_sockets(query, None, None)
+    else:
+        found = []
+        for space in netns.resolve(query.netns, query.proc_root):
+            with netns.entered(space):
+                found += _namespace_sockets(query, space.label, space)
+    if scanner is not None:
+        scanned = scanner.finish()
+        found = _attach_owners(found, scanned)
+        if denied := scanned.denied:
+            notes.append(
+                f"owners of some sockets are not shown: {denied} processes of other users cannot be "
+                "inspected without root (run with sudo to see them)"
+            )
+    if query.where is not None:
+        found = [sock for sock in found if query.where(sock)]
+    return Inventory(found, notes)
+
+
+def _namespace_sockets(query: Query, label: str | None, space: netns.Namespace | None) -> list[Socket]:
+    netids = query.netids
+    inet_families = [
+        (fam, af) for fam, af in ((Family.INET, socket.AF_INET), (Family.INET6, socket.AF_INET6)) if fam in query.families
+    ]
+    plan: list[_Job] = []
+    for netid in (NetId.TCP, NetId.UDP, NetId.RAW):
+        if netid in netids:
+            plan += [_inet_job(netid, af, query.states, label) for _fam, af in inet_families]
+    if netids & UNIX_NETIDS and Family.UNIX in query.families:
+        plan.append(_unix_job(query.states, label))
+    if NetId.NETLINK in netids and Family.NETLINK in query.families:
+        plan.append(_netlink_job(label))
+    if netids & PACKET_NETIDS and Family.PACKET in query.families:
+        plan.append(_packet_job(label))
+    if netids & VSOCK_NETIDS and Family.VSOCK in query.families:
+        plan.append(_vsock_job(query.states, label))
+    net_dir = f"{query.proc_root}/thread-self/net" if space is not None else f"{query.proc_root}/net"
+    found = _run(plan, query.source, net_dir)
+    # The kernel filtered states already (where it could); check again, at C speed.
+    allowed = {state for state, number in STATE_NUMBERS.items() if query.states >> number & 1}
+    found = list(compress(found, map(allowed.__contains__, map(itemgetter(2), found))))
+    return list(compress(found, map(netids.__contains__, map(itemgetter(0), found))))
+
+
+@dataclass
+class _Job:
+    source: str
+    request: bytes
+    decode: Callable[[bytes, list[diag.Span]], list[Socket]]
+    fallback: Callable[[str], list[Socket]] | None
+    finish: Callable[[list[Socket]], list[Socket]] = lambda found: found
+
+
+def _inet_job(netid: NetId, af: int, states: int, label: str | None) -> _Job:
+    protocol = _PROTOCOLS[netid]
+    addresses = diag.AddressText()
+    name = _PROC_FILES[netid] + ("6" if af == socket.AF_INET6 else "")
+
+    def fallback(net_dir: str) -> list[Socket]:
+        text, path = procnet.read(net_dir, name)
+        return procnet.parse_inet(text, _PROC_FILES[netid], path, label)
+
+    return _Job(
+        f"netlink inet_diag {name}",
+        diag.inet_request(af, protocol, states),
+        lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label),
+        fallback,
+    )
+
+
+def _unix_job(states: int, label: str | None) -> _Job:
+    def fallback(net_dir: str) -> list[Socket]:
+        text, path = procnet.read(net_dir, "unix")
+        return procnet.parse_unix(text, path, label)
+
+    return _Job(
+        "netlink unix_diag",
+        diag.unix_request(states),
+        lambda chunk, spans: diag.decode_unix(chunk, spans, label),
+        fallback,
+        fill_unix_peers,
+    )
+
+
+def _netlink_job(label: str | None) -> _Job:
+    def fallback(net_dir: str) -> list[Socket]:
+        text, path = procnet.read(net_dir, "netlink")
+        return procnet.parse_netlink(text, path, label)
+
+    return _Job("netlink netlink_diag", diag.netlink_request(), lambda c, s: diag.decode_netlink(c, s, label), fallback)
+
+
+def interface_name(index: int) -> str:
+    """Give an interface's name by index (`*` for 0, the number when it is unknown)."""
+    if index == 0:
+        return "*"
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
+
+
+def _packet_job(label: str | None) -> _Job:
+    def fallback(net_dir: str) -> list[Socket]:
+        text, path = procnet.read(net_dir, "packet")
+        return procnet.parse_packet(text, path, interface_name, label)
+
+    return _Job(
+        "netlink packet_diag", diag.packet_request(), lambda c, s: diag.decode_packet(c, s, interface_name, label), fallback
+    )
+
+
+def _vsock_job(states: int, label: str | None) -> _Job:
+    # The kernel has no /proc file for vsock: without vsock_diag there is nothing to read.
+    return _Job("netlink vsock_diag", diag.vsock_request(states), lambda c, s: diag.decode_vsock(c, s, label), lambda _d: [])
+
+
+def fill_unix_peers(found: list[Socket]) -> list[Socket]:
+    """Give unix sockets with each peer's path filled in from the peer socket's own name."""
+    paths = {s.inode: s.local.path for s in found if isinstance(s.local, UnixEndpoint) and s.local.path}
+    out = []
+    for s in found:
+        peer = s.peer
+        if isinstance(peer, UnixEndpoint) and peer.inode and peer.inode in paths:
+            s = s._replace(peer=UnixEndpoint(paths[peer.inode], peer.inode))
+        out.append(s)
+    return out
+
+
+_END = object()
+
+
+def _run(plan: list[_Job], source: Source, net_dir: str) -> list[Socket]:
+    """Run the jobs: netlink dumps in a helper thread (decoded here as chunks arrive), or /proc."""
+    if source == "proc":
+        return [sock for job in plan for sock in _from_proc(job, net_dir)]
+    chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
+    reader = threading.Thread(target=_dump_all, args=(plan, chunks), daemon=True)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # let the reader take the GIL back quickly after each recv()
+    reader.start()
+    found: list[Socket] = []
+    try:
+        for job in plan:
+            part: list[Socket] = []
+            for item in _until_end(chunks):
+                if isinstance(item, SourceUnavailable):
+                    if source == "netlink" or job.fallback is None:
+                        raise item
+                    part = _from_proc(job, net_dir)
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                chunk, spans = item  # type: ignore[misc]
+                part += job.decode(chunk, spans)
+            found += job.finish(part)
+    finally:
+        reader.join()
+        sys.setswitchinterval(previous)
+    return found
+
+
+def _until_end(chunks: queue.SimpleQueue[object]) -> Iterator[object]:
+    while (item := chunks.get()) is not _END:
+        yield item
+        if isinstance(item, BaseException):
+            # the reader stops that job at an error and moves on: drain to its end marker
+            while chunks.get() is not _END:
+                pass
+            return
+
+
+def _dump_all(plan: list[_Job], chunks: queue.SimpleQueue[object]) -> None:
+    for job in plan:
+        try:
+            for item in netlink.dump(job.request, job.source):
+                chunks.put(item)
+        except (SockscopeError, OSError) as exc:
+            chunks.put(exc)
+        chunks.put(_END)
+
+
+def _from_proc(job: _Job, net_dir: str) -> list[Socket]:
+    if job.fallback is None:
+        return []
+    try:
+        return job.fallback(net_dir)
+    except SourceUnavailable:
+        return []
+
+
+def _attach_owners(found: list[Socket], result: owners.OwnerScan) -> list[Socket]:
+    """Give the sockets with every holding process filled in (C-level: this runs per socket)."""
+    got = map(result.holders.get, map(itemgetter(7), found), repeat(()))
+    return list(map(tuple.__new__, repeat(Socket), map(add, map(itemgetter(slice(None, -1)), found), zip(got))))

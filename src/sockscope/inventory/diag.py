@@ -1,0 +1,400 @@
+"""sock_diag over netlink: build requests, frame replies and decode them into Sockets.
+
+Pure code: bytes in, records out. `netlink.py` does the I/O. The inet decoder is the hot
+path of `ls` (tens of thousands of messages a run): replies whose messages all have one
+length are decoded column-wise with `struct.iter_unpack` and C-level `map`/`zip`, so no
+Python code runs per socket; only irregular replies walk the messages one by one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
+
+from ..errors import DecodeError, PermissionDenied, SourceUnavailable
+from ..model import (
+    KERNEL_STATES,
+    Endpoint,
+    Family,
+    NetId,
+    NetlinkEndpoint,
+    PacketEndpoint,
+    Socket,
+    State,
+    UnixEndpoint,
+    VsockEndpoint,
+)
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+
+AF_VSOCK = 40
+SOCK_DESTROY = 21
+
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_ATTR = struct.Struct("=HH")  # nlattr: len, type
+_ERRNO = struct.Struct("=i")
+
+# inet_diag_msg after the netlink header: family, state, timer, retrans, sport, dport (big
+# endian), src[16], dst[16], ifindex, cookie[8], expires, rqueue, wqueue, uid, inode.
+_INET_MSG_SIZE = 72
+_INET_FIELDS = "=16xBB6x16s16s16xIIII"  # family, state, src, dst, rqueue, wqueue, uid, inode
+_INET_PORTS = ">20xHH"
+
+Span = tuple[int, int, int]
+"""A run of `count` consecutive messages of equal `length` starting at byte `offset`."""
+
+
+def request(payload: bytes, seq: int = 1) -> bytes:
+    """Give a SOCK_DIAG_BY_FAMILY dump request wrapping a family-specific request body."""
+    return _HEADER.pack(_HEADER.size + len(payload), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+
+
+def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes:
+    """Give an inet_diag_req_v2 dump request for one family and protocol and a state mask."""
+    return request(struct.pack("=BBBBI48x", family, protocol, ext, 0, states))
+
+
+def unix_request(states: int) -> bytes:
+    """Give a unix_diag_req asking for names, peers, queues and uids."""
+    show = 0x01 | 0x04 | 0x10 | 0x40  # UDIAG_SHOW_NAME | PEER | RQLEN | UID
+    return request(struct.pack("=BBHIII8x", socket.AF_UNIX, 0, 0, states, 0, show))
+
+
+def netlink_request() -> bytes:
+    """Give a netlink_diag_req for every netlink protocol, with memory counters (the queues)."""
+    return request(struct.pack("=BBHII8x", socket.AF_NETLINK, 255, 0, 0, 0x1))
+
+
+def packet_request() -> bytes:
+    """Give a packet_diag_req asking for the interface, uid and memory counters."""
+    return request(struct.pack("=BBHII8x", socket.AF_PACKET, 0, 0, 0, 0x01 | 0x10))
+
+
+def vsock_request(states: int) -> bytes:
+    """Give a vsock_diag_req for every vsock socket in the state mask."""
+    return request(struct.pack("=BBHIII8x", AF_VSOCK, 0, 0, states, 0, 0))
+
+
+def frame(chunk: bytes, source: str) -> tuple[list[Span], bool]:
+    """Give the runs of equal-length SOCK_DIAG messages in one recv() chunk, and whether it ends the dump.
+
+    Raises PermissionDenied or SourceUnavailable for a kernel error reply, DecodeError for a
+    malformed chunk.
+    """
+    size = len(chunk)
+    if size >= _HEADER.size and size % 4 == 0:
+        length, kind = _HEADER.unpack_from(chunk, 0)[:2]
+        if kind == SOCK_DIAG_BY_FAMILY and length >= _HEADER.size and length % 4 == 0 and size % length == 0:
+            words = memoryview(chunk).cast("I")
+            step = length // 4
+            if words[::step].tolist().count(length) == size // length:
+                kinds = set(words[1::step].tolist())
+                if len(kinds) == 1 and kinds.pop() & 0xFFFF == SOCK_DIAG_BY_FAMILY:
+                    return [(0, length, size // length)], False
+    return _walk(chunk, source)
+
+
+def _walk(chunk: bytes, source: str) -> tuple[list[Span], bool]:
+    spans: list[Span] = []
+    offset, size = 0, len(chunk)
+    while offset < size:
+        if size - offset < _HEADER.size:
+            raise DecodeError(f"{source}: truncated netlink header at byte {offset} of {size}")
+        length, kind = _HEADER.unpack_from(chunk, offset)[:2]
+        if length < _HEADER.size or offset + length > size:
+            raise DecodeError(f"{source}: netlink message at byte {offset} claims {length} bytes, {size - offset} left")
+        if kind == NLMSG_DONE:
+            return spans, True
+        if kind == NLMSG_ERROR:
+            code = -_ERRNO.unpack_from(chunk, offset + 16)[0] if length >= 20 else errno.EIO
+            raise kernel_error(code, source)
+        if kind == SOCK_DIAG_BY_FAMILY:
+            if spans and spans[-1][1] == length and spans[-1][0] + spans[-1][1] * spans[-1][2] == offset:
+                start, _, count = spans[-1]
+                spans[-1] = (start, length, count + 1)
+            else:
+                spans.append((offset, length, 1))
+        offset += (length + 3) & ~3
+    return spans, False
+
+
+def kernel_error(code: int, source: str) -> Exception:
+    """Give the typed error for an errno the kernel answered a diag request with."""
+    if code in (errno.EPERM, errno.EACCES):
+        return PermissionDenied(f"{source}: the kernel refused ({os.strerror(code)}); run as root")
+    if code in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+        return SourceUnavailable(f"{source}: not supported by this kernel ({os.strerror(code)})")
+    return DecodeError(f"{source}: the kernel answered with error {code} ({os.strerror(code)})")
+
+
+def messages(chunk: bytes, spans: Iterable[Span]) -> Iterator[memoryview]:
+    """Yield each message of the spans (header included) as a memoryview of the chunk."""
+    view = memoryview(chunk)
+    for offset, length, count in spans:
+        for index in range(count):
+            start = offset + index * length
+            yield view[start : start + length]
+
+
+# ---------------------------------------------------------------- inet (tcp, udp, raw)
+
+_INET_NETID = {socket.IPPROTO_TCP: NetId.TCP, socket.IPPROTO_UDP: NetId.UDP, socket.IPPROTO_RAW: NetId.RAW}
+_struct_cache: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _struct(fields: str, length: int) -> struct.Struct:
+    key = (fields, length)
+    compiled = _struct_cache.get(key)
+    if compiled is None:
+        compiled = _struct_cache[key] = struct.Struct(f"{fields}{length - struct.calcsize(fields)}x")
+    return compiled
+
+
+class AddressText:
+    """Turns raw 16-byte kernel addresses into canonical text, remembering each one seen."""
+
+    def __init__(self) -> None:
+        self.v4: dict[bytes, str] = {}
+        self.v6: dict[bytes, str] = {}
+
+    def column(self, family: int, raw: tuple[bytes, ...]) -> map[str]:
+        """Give the text of every address in `raw` (C-level map over a per-run cache)."""
+        cache = self.v4 if family == socket.AF_INET else self.v6
+        for value in set(raw).difference(cache):
+            cache[value] = socket.inet_ntop(family, value[:4] if family == socket.AF_INET else value)
+        return map(cache.__getitem__, raw)
+
+
+def decode_inet(
+    chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None
+) -> list[Socket]:
+    """Give the Sockets of inet_diag replies (one protocol) in the spans of a chunk."""
+    netid = _INET_NETID[protocol]
+    out: list[Socket] = []
+    view = memoryview(chunk)
+    for offset, length, count in spans:
+        if length < _HEADER.size + _INET_MSG_SIZE:
+            raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
+        body = view[offset : offset + length * count]
+        rows = list(_struct(_INET_FIELDS, length).iter_unpack(body))
+        families, states, src, dst, rqueue, wqueue, uid, inode = zip(*rows)
+        ports = zip(*_struct(_INET_PORTS, length).iter_unpack(body))
+        sport, dport = ports
+        family_set = set(families)
+        if len(family_set) != 1 or not family_set <= {socket.AF_INET, socket.AF_INET6}:
+            raise DecodeError(f"netlink inet_diag reply: unexpected address family {sorted(family_set)}")
+        family = family_set.pop()
+        if max(states) >= len(KERNEL_STATES):
+            raise DecodeError(f"netlink inet_diag reply: unknown socket state {max(states)}")
+        local = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, src), sport))
+        peer = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, dst), dport))
+        fam = Family.INET if family == socket.AF_INET else Family.INET6
+        out += map(
+            tuple.__new__,
+            repeat(Socket),
+            zip(
+                repeat(netid),
+                repeat(fam),
+                map(KERNEL_STATES.__getitem__, states),
+                rqueue,
+                wqueue,
+                local,
+                peer,
+                inode,
+                uid,
+                repeat(netns),
+                repeat(None),
+            ),
+        )
+    return out
+
+
+# ---------------------------------------------------------------- attributes (everything else)
+
+
+def attributes(message: memoryview, start: int, source: str) -> dict[int, memoryview]:
+    """Give the netlink attributes of one message from byte `start` on, by type (last one wins)."""
+    found: dict[int, memoryview] = {}
+    offset, size = start, len(message)
+    while offset + _ATTR.size <= size:
+        length, kind = _ATTR.unpack_from(message, offset)
+        if length < _ATTR.size or offset + length > size:
+            raise DecodeError(f"{source}: attribute {kind} at byte {offset} claims {length} bytes, {size - offset} left")
+        found[kind & 0x3FFF] = message[offset + _ATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def _u32(value: memoryview | None, index: int = 0) -> int | None:
+    if value is None or len(value) < 4 * (index + 1):
+        return None
+    return int(struct.unpack_from("=I", value, 4 * index)[0])
+
+
+_UNIX_NETID = {socket.SOCK_STREAM: NetId.UNIX_STREAM, socket.SOCK_DGRAM: NetId.UNIX_DGRAM, socket.SOCK_SEQPACKET: NetId.UNIX_SEQPACKET}
+_UNIX_MSG = struct.Struct("=BBBxI8x")  # family, type, state, pad, inode, cookie
+
+
+def unix_path(raw: bytes) -> str | None:
+    """Give a unix socket name as text: `@name` for abstract names, None for unnamed sockets."""
+    if not raw:
+        return None
+    if raw[0] == 0:
+        return "@" + raw[1:].decode("utf-8", "surrogateescape")
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
+    """Give the Sockets of unix_diag replies; peers carry the peer's inode (path filled later)."""
+    source = "netlink unix_diag reply"
+    out: list[Socket] = []
+    for message in messages(chunk, spans):
+        if len(message) < _HEADER.size + _UNIX_MSG.size:
+            raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than unix_diag_msg")
+        _family, kind, state, inode = _UNIX_MSG.unpack_from(message, _HEADER.size)
+        attrs = attributes(message, _HEADER.size + _UNIX_MSG.size, source)
+        name = attrs.get(0)
+        rqlen = attrs.get(4)
+        netid = _UNIX_NETID.get(kind)
+        if netid is None or state >= len(KERNEL_STATES):
+            raise DecodeError(f"{source}: unknown socket type {kind} or state {state}")
+        out.append(
+            Socket(
+                netid,
+                Family.UNIX,
+                KERNEL_STATES[state],
+                _u32(rqlen, 0) or 0,
+                _u32(rqlen, 1) or 0,
+                UnixEndpoint(unix_path(bytes(name)) if name is not None else None, 0),
+                UnixEndpoint(None, _u32(attrs.get(2)) or 0),
+                inode,
+                _u32(attrs.get(7)),
+                netns,
+            )
+        )
+    return out
+
+
+NETLINK_PROTOCOLS = {
+    0: "rtnl", 1: "unused", 2: "usersock", 3: "fw", 4: "tcpdiag", 5: "nflog", 6: "xfrm",
+    7: "selinux", 8: "iscsi", 9: "audit", 10: "fiblookup", 11: "connector", 12: "nft",
+    13: "ip6fw", 14: "dec-rt", 15: "uevent", 16: "genl", 18: "scsi-trans", 19: "ecryptfs",
+    20: "rdma", 21: "crypto", 22: "smc",
+}  # fmt: skip
+
+
+def netlink_protocol(number: int) -> str:
+    """Give the short name `ss` uses for a netlink protocol number."""
+    return NETLINK_PROTOCOLS.get(number, str(number))
+
+
+_NETLINK_MSG = struct.Struct("=BBBBIIII8x")  # family, type, protocol, state, portid, dst_portid, dst_group, inode
+
+
+def decode_netlink(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
+    """Give the Sockets of netlink_diag replies; queues come from the memory counters."""
+    source = "netlink netlink_diag reply"
+    out: list[Socket] = []
+    for message in messages(chunk, spans):
+        if len(message) < _HEADER.size + _NETLINK_MSG.size:
+            raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than netlink_diag_msg")
+        _f, _t, protocol, state, portid, dst_portid, _group, inode = _NETLINK_MSG.unpack_from(message, _HEADER.size)
+        meminfo = attributes(message, _HEADER.size + _NETLINK_MSG.size, source).get(1)
+        name = netlink_protocol(protocol)
+        out.append(
+            Socket(
+                NetId.NETLINK,
+                Family.NETLINK,
+                State.ESTAB if state == 1 else State.UNCONN,
+                _u32(meminfo, 0) or 0,
+                _u32(meminfo, 2) or 0,
+                NetlinkEndpoint(name, portid),
+                NetlinkEndpoint(name, dst_portid),
+                inode,
+                None,
+                netns,
+            )
+        )
+    return out
+
+
+ETHER_PROTOCOLS = {0x0003: "ALL", 0x0800: "ip", 0x0806: "arp", 0x86DD: "ipv6", 0x8100: "802.1Q", 0x88CC: "lldp"}
+
+
+def ether_protocol(number: int) -> str:
+    """Give the name `ss` uses for an ethernet protocol number (hex when unknown)."""
+    return ETHER_PROTOCOLS.get(number, f"0x{number:04x}")
+
+
+_PACKET_MSG = struct.Struct("=BB2sI8x")  # family, type, num (big endian), inode
+_PACKET_NETID = {socket.SOCK_RAW: NetId.PACKET_RAW, socket.SOCK_DGRAM: NetId.PACKET_DGRAM}
+
+
+def decode_packet(
+    chunk: bytes, spans: Iterable[Span], interface: Callable[[int], str], netns: str | None = None
+) -> list[Socket]:
+    """Give the Sockets of packet_diag replies; `interface` names an ifindex (0 -> `*`)."""
+    source = "netlink packet_diag reply"
+    out: list[Socket] = []
+    for message in messages(chunk, spans):
+        if len(message) < _HEADER.size + _PACKET_MSG.size:
+            raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than packet_diag_msg")
+        _f, kind, num, inode = _PACKET_MSG.unpack_from(message, _HEADER.size)
+        attrs = attributes(message, _HEADER.size + _PACKET_MSG.size, source)
+        meminfo = attrs.get(4)
+        local = PacketEndpoint(ether_protocol(int.from_bytes(num, "big")), interface(_u32(attrs.get(0)) or 0))
+        out.append(
+            Socket(
+                _PACKET_NETID.get(kind, NetId.PACKET_RAW),
+                Family.PACKET,
+                State.UNCONN,
+                _u32(meminfo, 0) or 0,
+                _u32(meminfo, 2) or 0,
+                local,
+                PacketEndpoint("", "*"),
+                inode,
+                _u32(attrs.get(5)),
+                netns,
+            )
+        )
+    return out
+
+
+_VSOCK_MSG = struct.Struct("=BBBBIIIII8x")  # family, type, state, shutdown, src cid/port, dst cid/port, inode
+_VSOCK_NETID = {socket.SOCK_STREAM: NetId.VSOCK_STREAM, socket.SOCK_DGRAM: NetId.VSOCK_DGRAM, socket.SOCK_SEQPACKET: NetId.VSOCK_SEQPACKET}
+
+
+def decode_vsock(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
+    """Give the Sockets of vsock_diag replies."""
+    source = "netlink vsock_diag reply"
+    out: list[Socket] = []
+    for message in messages(chunk, spans):
+        if len(message) < _HEADER.size + _VSOCK_MSG.size:
+            raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than vsock_diag_msg")
+        _f, kind, state, _shut, scid, sport, dcid, dport, inode = _VSOCK_MSG.unpack_from(message, _HEADER.size)
+        if state >= len(KERNEL_STATES):
+            raise DecodeError(f"{source}: unknown socket state {state}")
+        out.append(
+            Socket(
+                _VSOCK_NETID.get(kind, NetId.VSOCK_STREAM),
+                Family.VSOCK,
+                KERNEL_STATES[state] if state else State.UNCONN,
+                0,
+                0,
+                VsockEndpoint(scid, sport),
+                VsockEndpoint(dcid, dport),
+                inode,
+                None,
+                netns,
+            )
+        )
+    return out

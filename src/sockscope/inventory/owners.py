@@ -1,0 +1,252 @@
+"""Who holds which socket: scan /proc/<pid>/fd for `socket:[inode]` links.
+
+Processes and descriptors that vanish mid-scan are skipped quietly, as netstat and lsof do.
+Processes whose descriptors we may not read (other users', without root) are counted, so the
+command can say once why some owners are missing.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import pwd
+import threading
+from collections import Counter
+from collections.abc import Collection, Iterable
+from itertools import repeat
+from dataclasses import dataclass, field
+
+from ..model import Owner
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@dataclass
+class OwnerScan:
+    """The result of one scan: socket inode -> every Owner holding it; unreadable processes counted."""
+
+    holders: dict[int, tuple[Owner, ...]] = field(default_factory=dict)
+    denied: int = 0
+
+    def owners(self, inode: int) -> tuple[Owner, ...]:
+        """Give every process holding `inode` (empty when none was seen)."""
+        return self.holders.get(inode, ())
+
+
+def group_owners(triples: array.array[int], proc_root: str) -> dict[int, tuple[Owner, ...]]:
+    """Give inode -> Owners from flat (inode, pid, fd) triples, sorted by pid and fd.
+
+    Tens of thousands of sockets pass through here, so the common case (one holder) is
+    built with C-level map/zip; only inodes held several times are grouped in Python.
+    """
+    inodes, pids, fds = triples[0::3], triples[1::3], triples[2::3]
+    people = {pid: (process_name(proc_root, pid), process_user(proc_root, pid)) for pid in set(pids)}
+    names = {pid: person[0] for pid, person in people.items()}
+    users = {pid: person[1] for pid, person in people.items()}
+    made = map(tuple.__new__, repeat(Owner), zip(pids, map(names.__getitem__, pids), fds, map(users.__getitem__, pids)))
+    holders: dict[int, tuple[Owner, ...]] = dict(zip(inodes, zip(made)))
+    if len(holders) < len(inodes):  # some sockets are shared: group those properly
+        shared = {inode for inode, count in Counter(inodes).items() if count > 1}
+        groups: dict[int, list[Owner]] = {inode: [] for inode in shared}
+        for inode, pid, fd in zip(inodes, pids, fds):
+            if inode in shared:
+                groups[inode].append(Owner(pid, names[pid], fd, users[pid]))
+        for inode, group in groups.items():
+            holders[inode] = tuple(sorted(group))
+    return holders
+
+
+class _Plan:
+    """The descriptor directories to read, cut into tasks of at most TASK_SIZE names."""
+
+    TASK_SIZE = 1024
+
+    def __init__(self, proc_root: str, pids: Iterable[int] | None) -> None:
+        self.denied = 0
+        self.tasks: list[tuple[int, int, list[str]]] = []  # (pid, fd directory, names)
+        self.dirs: list[int] = []
+        if pids is None:
+            try:
+                pids = [int(name) for name in os.listdir(proc_root) if name.isdigit()]
+            except OSError:
+                pids = []
+        me = os.getpid()
+        for pid in pids:
+            if pid == me:
+                continue
+            try:
+                fd_dir = os.open(f"{proc_root}/{pid}/fd", _DIR_FLAGS)
+            except PermissionError:
+                self.denied += 1
+                continue
+            except OSError:
+                continue  # gone, or a kernel thread
+            self.dirs.append(fd_dir)
+            try:
+                names = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for start in range(0, len(names), self.TASK_SIZE):
+                self.tasks.append((pid, fd_dir, names[start : start + self.TASK_SIZE]))
+
+    def close(self) -> None:
+        for fd_dir in self.dirs:
+            os.close(fd_dir)
+        self.dirs = []
+
+
+def _read_task(task: tuple[int, int, list[str]], out: array.array[int]) -> None:
+    """Append (inode, pid, fd) of every socket descriptor in one task to `out`."""
+    pid, fd_dir, names = task
+    readlink = os.readlink
+    for name in names:
+        try:
+            link = readlink(name, dir_fd=fd_dir)
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            out.extend((int(link[8:-1]), pid, int(name)))
+
+
+def _steal(plan: _Plan, tasks_fd: int, out: array.array[int]) -> None:
+    """Take task numbers from the shared pipe until it is empty, reading each task."""
+    while True:
+        try:
+            taken = os.read(tasks_fd, 4)
+        except BlockingIOError:
+            return
+        if len(taken) < 4:
+            return
+        _read_task(plan.tasks[int.from_bytes(taken, "little")], out)
+
+
+class Scanner:
+    """An owner scan under way: a forked helper reads descriptors while the caller does other work.
+
+    Reading /proc/<pid>/fd links costs microseconds each in the kernel; with tens of thousands
+    of sockets that dominates `ls -p`. A helper process (not a thread: the GIL would serialise
+    the work) takes tasks from a pipe alongside us, so both cores read links.
+    """
+
+    MIN_PARALLEL = 4096  # below this many descriptors a helper costs more than it saves
+
+    def __init__(self, proc_root: str = "/proc", pids: Iterable[int] | None = None, parallel: bool = True) -> None:
+        self.proc_root = proc_root
+        self.plan = _Plan(proc_root, pids)
+        self.helper: int | None = None
+        self.tasks_fd: int | None = None
+        self.result_fd: int | None = None
+        total = sum(len(names) for _pid, _fd, names in self.plan.tasks)
+        if parallel and total >= self.MIN_PARALLEL and (os.cpu_count() or 1) > 1 and threading.active_count() == 1:
+            self._fork()
+
+    def _fork(self) -> None:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        numbers = b"".join(index.to_bytes(4, "little") for index in range(len(self.plan.tasks)))
+        if len(numbers) > 65536:  # more than a pipe holds without a reader: do it alone
+            os.close(read_end)
+            os.close(write_end)
+            return
+        os.write(write_end, numbers)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        result_read, result_write = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the helper: read tasks, send back (inode, pid, fd) triples, leave at once
+            code = 0
+            try:
+                os.close(result_read)
+                found = array.array("q")
+                _steal(self.plan, read_end, found)
+                with open(result_write, "wb", closefd=True) as sink:
+                    sink.write(found.tobytes())
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(result_write)
+        self.helper, self.tasks_fd, self.result_fd = pid, read_end, result_read
+
+    def finish(self, wanted: Collection[int] | None = None) -> OwnerScan:
+        """Read what is left (with the helper), and give the holders of the `wanted` inodes."""
+        found = array.array("q")
+        try:
+            if self.tasks_fd is None:
+                for task in self.plan.tasks:
+                    _read_task(task, found)
+            else:
+                _steal(self.plan, self.tasks_fd, found)
+                theirs = self._helper_result()
+                if theirs is None:  # the helper failed: read everything ourselves rather than lose owners
+                    found = array.array("q")
+                    for task in self.plan.tasks:
+                        _read_task(task, found)
+                else:
+                    found.frombytes(theirs)
+        finally:
+            self.plan.close()
+        if wanted is not None:
+            wanted_set = set(wanted)
+            triples = iter(found)
+            keep = array.array("q")
+            for triple in zip(triples, triples, triples):
+                if triple[0] in wanted_set:
+                    keep.extend(triple)
+            found = keep
+        return OwnerScan(group_owners(found, self.proc_root), self.plan.denied)
+
+    def _helper_result(self) -> bytes | None:
+        assert self.result_fd is not None and self.tasks_fd is not None and self.helper is not None
+        with open(self.result_fd, "rb", closefd=True) as source:
+            data = source.read()
+        os.close(self.tasks_fd)
+        _pid, status = os.waitpid(self.helper, 0)
+        return data if status == 0 and len(data) % 24 == 0 else None
+
+
+def scan(proc_root: str = "/proc", wanted: Collection[int] | None = None, pids: Iterable[int] | None = None) -> OwnerScan:
+    """Give the holders of every socket (or only of the `wanted` inodes) among all (or `pids`) processes."""
+    return Scanner(proc_root, pids).finish(wanted)
+
+
+_names: dict[tuple[str, int], str] = {}
+_users: dict[tuple[str, int], str] = {}
+_uid_names: dict[int, str] = {}
+
+
+def process_name(proc_root: str, pid: int) -> str:
+    """Give a process's command name (`comm`), or `?` when it has gone."""
+    key = (proc_root, pid)
+    name = _names.get(key)
+    if name is None:
+        try:
+            with open(f"{proc_root}/{pid}/comm", "rb") as handle:
+                name = handle.read().rstrip(b"\n").decode("utf-8", "replace")
+        except OSError:
+            name = "?"
+        _names[key] = name
+    return name
+
+
+def user_name(uid: int) -> str:
+    """Give the login name of a uid, or the number as text when it has none."""
+    name = _uid_names.get(uid)
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        _uid_names[uid] = name
+    return name
+
+
+def process_user(proc_root: str, pid: int) -> str:
+    """Give the user a process runs as (the owner of /proc/<pid>), or `?` when it has gone."""
+    key = (proc_root, pid)
+    user = _users.get(key)
+    if user is None:
+        try:
+            user = user_name(os.stat(f"{proc_root}/{pid}").st_uid)
+        except OSError:
+            user = "?"
+        _users[key] = user
+    return user

@@ -1,0 +1,136 @@
+"""The model shared by every room: what a socket is, where it ends, and who holds it.
+
+Records are immutable named tuples rather than dataclasses: `ls` builds tens of thousands of
+them per run, and a tuple is made by C code (`tuple.__new__` over `zip`), which keeps the
+inventory as fast as `ss` (see bench/). They compare, hash and unpack like tuples.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class Family(enum.StrEnum):
+    """The address family, spelled as in the JSON contract."""
+
+    INET = "inet"
+    INET6 = "inet6"
+    UNIX = "unix"
+    NETLINK = "netlink"
+    PACKET = "packet"
+    VSOCK = "vsock"
+
+
+class NetId(enum.StrEnum):
+    """The socket kind, spelled as `ss` prints it in its Netid column."""
+
+    TCP = "tcp"
+    UDP = "udp"
+    RAW = "raw"
+    UNIX_STREAM = "u_str"
+    UNIX_DGRAM = "u_dgr"
+    UNIX_SEQPACKET = "u_seq"
+    NETLINK = "nl"
+    PACKET_RAW = "p_raw"
+    PACKET_DGRAM = "p_dgr"
+    VSOCK_STREAM = "v_str"
+    VSOCK_DGRAM = "v_dgr"
+    VSOCK_SEQPACKET = "v_seq"
+
+
+class State(enum.StrEnum):
+    """A socket state, spelled as `ss` prints it. The value order is the kernel's TCP_* order."""
+
+    UNKNOWN = "UNKNOWN"
+    ESTAB = "ESTAB"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECV = "SYN-RECV"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    TIME_WAIT = "TIME-WAIT"
+    UNCONN = "UNCONN"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+    LISTEN = "LISTEN"
+    CLOSING = "CLOSING"
+
+
+#: Kernel state number (TCP_ESTABLISHED=1 ... TCP_CLOSING=11) -> State. Index 0 is unused;
+#: 12 (TCP_NEW_SYN_RECV, a pending request) is shown as SYN-RECV, as `ss` does.
+KERNEL_STATES: tuple[State, ...] = (*State, State.SYN_RECV)
+#: State -> kernel state number, for state masks in kernel requests.
+STATE_NUMBERS: dict[State, int] = {state: number for number, state in enumerate(State)}
+#: Every kernel state bit, 1..12.
+ALL_STATES_MASK = (1 << 13) - 2
+
+
+class Endpoint(NamedTuple):
+    """One end of an internet socket: canonical address text and port (0 for none)."""
+
+    address: str
+    port: int
+
+
+class UnixEndpoint(NamedTuple):
+    """One end of a unix socket: the path (`@name` when abstract, None when unnamed).
+
+    For a peer, `inode` is the peer socket's inode (0 when unknown or not connected).
+    """
+
+    path: str | None
+    inode: int = 0
+
+
+class NetlinkEndpoint(NamedTuple):
+    """A netlink socket's end: protocol name (`rtnl`, `nft`, ...) and port id (0 is the kernel)."""
+
+    protocol: str
+    portid: int
+
+
+class PacketEndpoint(NamedTuple):
+    """A packet socket's end: ethernet protocol name (`ip`, `all`, ...) and interface (`*` for any)."""
+
+    protocol: str
+    interface: str
+
+
+class VsockEndpoint(NamedTuple):
+    """A vsock end: context id and port."""
+
+    cid: int
+    port: int
+
+
+AnyEndpoint = Endpoint | UnixEndpoint | NetlinkEndpoint | PacketEndpoint | VsockEndpoint
+
+
+class Owner(NamedTuple):
+    """A process that holds a socket through one of its file descriptors."""
+
+    pid: int
+    name: str
+    fd: int
+    user: str
+
+
+class Socket(NamedTuple):
+    """One socket on the host, as the kernel reports it.
+
+    `owners` is None when owners were not asked for, () when no process holds it (or the
+    holders could not be seen), and lists every holder when several processes share it.
+    `recv_q`/`send_q` follow `ss`: for a listener they are the accept backlog and its limit.
+    """
+
+    netid: NetId
+    family: Family
+    state: State
+    recv_q: int
+    send_q: int
+    local: AnyEndpoint
+    peer: AnyEndpoint
+    inode: int
+    uid: int | None
+    netns: str | None = None
+    owners: tuple[Owner, ...] | None = None
