@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import IO
 
 
-@dataclass
 class Environment:
-    """The streams a command writes to, and whether stdout is a terminal that wants colour."""
+    """The streams a command writes to, and whether stdout is a terminal that wants colour.
 
-    stdout: IO[str]
-    stderr: IO[str]
-    is_tty: bool
-    color: bool
-    width: int = 100
+    Tests build one explicitly around StringIO streams.
+    """
+
+    def __init__(self, stdout: IO[str], stderr: IO[str], is_tty: bool = False, color: bool = False, width: int = 100) -> None:
+        self.stdout, self.stderr, self.is_tty, self.color, self.width = stdout, stderr, is_tty, color, width
 
     @classmethod
     def from_process(cls) -> Environment:

@@ -95,13 +95,16 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     """List sockets as asked; exit 0."""
     from .. import services
     from ..inventory import Query, state_mask, take
-    from ..inventory.filters import compile_filter
 
     kinds = selected_kinds(args)
     tcp_names = services.by_port("tcp")
     udp_names = services.by_port("udp")
     reverse = {name: port for port, name in sorted(tcp_names.items(), reverse=True)}
-    parsed = compile_filter(args.filter, reverse.get) if args.filter else None
+    parsed = None
+    if args.filter:
+        from ..inventory.filters import compile_filter
+
+        parsed = compile_filter(args.filter, reverse.get)
     if parsed is not None and parsed.states is not None:
         states = state_mask(parsed.states)
     elif args.all:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ..errors import ExitCode
@@ -83,6 +82,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     for note in notes:
         env.note(note)
     if getattr(args, "json", False):
+        import json
+
         from . import render
 
         service = render.service_of(services.by_port("tcp"), services.by_port("udp"))

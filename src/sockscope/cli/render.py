@@ -61,11 +61,26 @@ def endpoint_column(sockets: Sequence[Socket], texts: EndpointText, is_peer: boo
     return [texts.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, ends)]
 
 
-def owners_text(owners: tuple[Owner, ...] | None) -> str:
-    """Give the Process column: `name(pid=N,fd=F,user=U)` for each holder, comma separated."""
-    if not owners:
-        return ""
-    return ",".join(f"{o.name}(pid={o.pid},fd={o.fd},user={o.user})" for o in owners)
+class OwnersText:
+    """Owners -> the Process column: `name(pid=N,fd=F,user=U)` for each holder, comma separated."""
+
+    def __init__(self) -> None:
+        self.heads: dict[tuple[int, str], str] = {}
+        self.tails: dict[str, str] = {}
+
+    def __call__(self, owners: tuple[Owner, ...] | None) -> str:
+        if not owners:
+            return ""
+        parts = []
+        for pid, name, fd, user in owners:
+            head = self.heads.get((pid, name))
+            if head is None:
+                head = self.heads[(pid, name)] = f"{name}(pid={pid},fd="
+            tail = self.tails.get(user)
+            if tail is None:
+                tail = self.tails[user] = f",user={user})"
+            parts.append(f"{head}{fd}{tail}")
+        return ",".join(parts)
 
 
 def table(
@@ -96,7 +111,7 @@ def table(
         columns.append(("UID", [str(uid) if uid is not None else "-" for uid in map(itemgetter(8), sockets)], ">"))
         columns.append(("Inode", list(map(str, map(itemgetter(7), sockets))), ">"))
     if processes:
-        columns.append(("Process", list(map(owners_text, map(itemgetter(10), sockets))), "<"))
+        columns.append(("Process", list(map(OwnersText(), map(itemgetter(10), sockets))), "<"))
     widths = [max(len(title), max(map(len, cells), default=0)) for title, cells, _ in columns]
     parts = [f"{{:{align}{width}}}" for (_t, _c, align), width in zip(columns, widths)]
     if columns[-1][2] == "<":
@@ -148,23 +163,76 @@ def service_of(tcp: PortNames, udp: PortNames) -> Callable[[Socket], str | None]
     return name
 
 
-def json_array(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+_SOCKET = (
+    '{"netid": "%s", "family": "%s", "state": "%s", "recv_q": %d, "send_q": %d, "local": %s, "peer": %s, '
+    '"inode": %d, "uid": %s, "netns": %s, "owners": %s, "service": %s}'
+)
+
+
+class JsonText:
+    """Socket -> its JSON text, equal to `json.dumps(socket_json(...))` but several times faster.
+
+    Only the fields that can hold arbitrary text (paths, process and user names, labels) go
+    through the JSON encoder; the rest are numbers and fixed words.
+    """
+
+    def __init__(self, service: Callable[[Socket], str | None]) -> None:
+        self.service = service
+        self.people: dict[tuple[int, str, str], str] = {}
+        self.words: dict[str | None, str] = {None: "null"}
+
+    def word(self, text: str | None) -> str:
+        found = self.words.get(text)
+        if found is None:
+            found = self.words[text] = _dumps(text)
+        return found
+
+    def owners(self, owners: tuple[Owner, ...] | None) -> str:
+        if owners is None:
+            return "null"
+        parts = []
+        for pid, name, fd, user in owners:
+            key = (pid, name, user)
+            head = self.people.get(key)
+            if head is None:
+                head = self.people[key] = f'{{"pid": {pid}, "name": {_dumps(name)}, "fd": '
+                self.words[f"user:{user}"] = f', "user": {_dumps(user)}}}'
+            parts.append(f"{head}{fd}{self.words[f'user:{user}']}")
+        return f"[{', '.join(parts)}]"
+
+    def __call__(self, s: Socket) -> str:
+        local, peer = s.local, s.peer
+        return _SOCKET % (
+            s.netid.value,
+            s.family.value,
+            s.state.value,
+            s.recv_q,
+            s.send_q,
+            f'{{"address": "{local.address}", "port": {local.port}}}' if type(local) is Endpoint else _dumps(endpoint_json(local, False)),
+            f'{{"address": "{peer.address}", "port": {peer.port}}}' if type(peer) is Endpoint else _dumps(endpoint_json(peer, True)),
+            s.inode,
+            "null" if s.uid is None else s.uid,
+            self.word(s.netns),
+            self.owners(s.owners),
+            self.word(self.service(s)),
+        )
+
+
+def json_array(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
     """Write a JSON array of sockets, one object per line for readability and streaming tools."""
-    out.write("[")
-    first = True
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
-    for sock in sockets:
-        out.write("\n" if first else ",\n")
-        out.write(dumps(socket_json(sock, service(sock))))
-        first = False
-    out.write("\n]\n" if not first else "]\n")
+    if not sockets:
+        out.write("[]\n")
+        return
+    out.write("[\n")
+    out.write(",\n".join(map(JsonText(service), sockets)))
+    out.write("\n]\n")
 
 
-def json_lines(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+def json_lines(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
     """Write one JSON object per line."""
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
-    for sock in sockets:
-        out.write(dumps(socket_json(sock, service(sock))))
+    if sockets:
+        out.write("\n".join(map(JsonText(service), sockets)))
         out.write("\n")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ..errors import ExitCode
@@ -37,6 +36,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     result = summarize(inventory.sockets, orphaned)
     top = result.by_process.most_common(args.top)
     if args.json:
+        import json
+
         document = {
             "total": result.total,
             "by_netid": dict(result.by_netid),

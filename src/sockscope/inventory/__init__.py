@@ -13,14 +13,13 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import add, itemgetter
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..errors import SockscopeError, SourceUnavailable
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
-from . import diag, netlink, netns, owners, procnet
+from . import diag, netlink, owners, procnet
 
 Source = Literal["auto", "netlink", "proc"]
 
@@ -48,8 +47,7 @@ def state_mask(states: Iterable[State]) -> int:
     return mask
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(NamedTuple):
     """What to list: which kinds, states (kernel bitmask), families, and whether to find owners."""
 
     netids: frozenset[NetId] = ALL_NETIDS
@@ -58,16 +56,15 @@ class Query:
     owners: bool = False
     source: Source = "auto"
     netns: str | None = None
-    proc_root: str = field(default_factory=proc_root)
+    proc_root: str | None = None  # None: $SOCKSCOPE_PROC or /proc
     where: Callable[[Socket], bool] | None = None
 
 
-@dataclass
-class Inventory:
+class Inventory(NamedTuple):
     """Sockets found, plus notes a command should show once (why owners are missing, ...)."""
 
     sockets: list[Socket]
-    notes: list[str] = field(default_factory=list)
+    notes: list[str]
 
 
 def list_sockets(
@@ -92,7 +89,7 @@ def list_sockets(
         owners,
         source,
         netns,
-        proc_root(),
+        None,
         where,
     )
     return take(query).sockets
@@ -101,14 +98,17 @@ def list_sockets(
 def take(query: Query) -> Inventory:
     """Give the Inventory for a Query (the work behind list_sockets)."""
     notes: list[str] = []
-    scanner = owners.Scanner(query.proc_root) if query.owners else None  # runs beside the dumps
+    root = query.proc_root or proc_root()
+    scanner = owners.Scanner(root) if query.owners else None  # runs beside the dumps
     if query.netns is None:
-        found = _namespace_sockets(query, None, None)
+        found = _namespace_sockets(query, root, None, None)
     else:
+        from . import netns
+
         found = []
-        for space in netns.resolve(query.netns, query.proc_root):
+        for space in netns.resolve(query.netns, root):
             with netns.entered(space):
-                found += _namespace_sockets(query, space.label, space)
+                found += _namespace_sockets(query, root, space.label, True)
     if scanner is not None:
         scanned = scanner.finish()
         found = _attach_owners(found, scanned)
@@ -122,7 +122,7 @@ def take(query: Query) -> Inventory:
     return Inventory(found, notes)
 
 
-def _namespace_sockets(query: Query, label: str | None, space: netns.Namespace | None) -> list[Socket]:
+def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool | None) -> list[Socket]:
     netids = query.netids
     inet_families = [
         (fam, af) for fam, af in ((Family.INET, socket.AF_INET), (Family.INET6, socket.AF_INET6)) if fam in query.families
@@ -139,7 +139,7 @@ def _namespace_sockets(query: Query, label: str | None, space: netns.Namespace |
         plan.append(_packet_job(label))
     if netids & VSOCK_NETIDS and Family.VSOCK in query.families:
         plan.append(_vsock_job(query.states, label))
-    net_dir = f"{query.proc_root}/thread-self/net" if space is not None else f"{query.proc_root}/net"
+    net_dir = f"{root}/thread-self/net" if entered else f"{root}/net"
     found = _run(plan, query.source, net_dir)
     # The kernel filtered states already (where it could); check again, at C speed.
     allowed = {state for state, number in STATE_NUMBERS.items() if query.states >> number & 1}
@@ -147,13 +147,16 @@ def _namespace_sockets(query: Query, label: str | None, space: netns.Namespace |
     return list(compress(found, map(netids.__contains__, map(itemgetter(0), found))))
 
 
-@dataclass
-class _Job:
+def _same(found: list[Socket]) -> list[Socket]:
+    return found
+
+
+class _Job(NamedTuple):
     source: str
     request: bytes
     decode: Callable[[bytes, list[diag.Span]], list[Socket]]
     fallback: Callable[[str], list[Socket]] | None
-    finish: Callable[[list[Socket]], list[Socket]] = lambda found: found
+    finish: Callable[[list[Socket]], list[Socket]] = _same
 
 
 def _inet_job(netid: NetId, af: int, states: int, label: str | None) -> _Job:

@@ -14,19 +14,18 @@ import threading
 from collections import Counter
 from collections.abc import Collection, Iterable
 from itertools import repeat
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..model import Owner
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-@dataclass
-class OwnerScan:
+class OwnerScan(NamedTuple):
     """The result of one scan: socket inode -> every Owner holding it; unreadable processes counted."""
 
-    holders: dict[int, tuple[Owner, ...]] = field(default_factory=dict)
-    denied: int = 0
+    holders: dict[int, tuple[Owner, ...]]
+    denied: int
 
     def owners(self, inode: int) -> tuple[Owner, ...]:
         """Give every process holding `inode` (empty when none was seen)."""

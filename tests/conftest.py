@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespaces, other users' processes)")
+
+
+def chunks(name: str) -> list[bytes]:
+    """The recorded reply chunks of one netlink dump, in order."""
+    paths = sorted(glob.glob(os.path.join(FIXTURES, "netlink", f"{name}.*.bin")), key=lambda p: int(p.rsplit(".", 2)[1]))
+    out = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            out.append(handle.read())
+    return out
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict[str, list[object]]:
+    with open(os.path.join(FIXTURES, "expected.json")) as handle:
+        data: dict[str, list[object]] = json.load(handle)
+    return data
+
+
+def sockscope(*args: str, env: dict[str, str] | None = None, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed command the way a user would."""
+    command = [sys.executable, "-m", "sockscope", *args]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=60, check=False)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
