@@ -23,7 +23,7 @@ PAIRS_PER_HELPER = 5000
 
 
 def _helper(index: int, pairs: int, ready: mp.connection.Connection) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * pairs + 100), hard))
     address = f"127.0.{index // 250}.{index % 250 + 2}"
     listener = socket.socket()

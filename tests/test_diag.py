@@ -6,10 +6,10 @@ import socket
 import struct
 
 import pytest
-from conftest import chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import chunks
 from sockscope.errors import DecodeError, PermissionDenied, SockscopeError, SourceUnavailable
 from sockscope.inventory import diag, fill_unix_peers
 from sockscope.model import Endpoint, NetId, State, UnixEndpoint
@@ -67,7 +67,7 @@ def test_irregular_chunks_are_walked_message_by_message():
     # Splice messages of two lengths into one chunk: the fast path must step aside.
     chunk = chunks("tcp4")[0]
     spans, _ = diag.frame(chunk, "t")
-    offset, length, count = spans[0]
+    offset, length, _count = spans[0]
     first = chunk[offset : offset + length]
     longer = bytearray(first + b"\0" * 8)
     struct.pack_into("=I", longer, 0, length + 8)

@@ -5,9 +5,9 @@ The library's face. Everything here is importable without the command-line parts
 
 from __future__ import annotations
 
-from .errors import ExitCode, SockscopeError
 from typing import TYPE_CHECKING
 
+from .errors import ExitCode, SockscopeError
 from .model import Endpoint, Family, NetId, Owner, Socket, State, UnixEndpoint
 
 if TYPE_CHECKING:

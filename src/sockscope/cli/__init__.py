@@ -97,9 +97,9 @@ def _dispatch(args: argparse.Namespace, env: object) -> int:
 
         return summary.run(args, env)
     if args.command == "completion":
-        import argcomplete
+        from argcomplete.shell_integration import shellcode
 
-        env.stdout.write(argcomplete.shellcode(["sockscope"], shell=args.shell))
+        env.stdout.write(shellcode(["sockscope"], shell=args.shell))
         return ExitCode.OK
     from . import overview
 

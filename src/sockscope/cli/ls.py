@@ -59,7 +59,9 @@ def add_parser(commands: Any) -> None:
     output.add_argument("--json", action="store_true", help="a JSON array of sockets")
     output.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     output.add_argument("--csv", action="store_true", help="CSV with a header")
-    p.add_argument("--source", choices=("auto", "netlink", "proc"), default="auto", help="netlink sock_diag or /proc/net (default: netlink, /proc where missing)")
+    p.add_argument(
+        "--source", choices=("auto", "netlink", "proc"), default="auto", help="netlink sock_diag or /proc/net (default: netlink, /proc where missing)"
+    )
     p.add_argument("--netns", metavar="NAME|PID|all", help="list the sockets of another network namespace (or all)")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss-style filter words")
 
@@ -148,7 +150,7 @@ def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds:
         env.stdout,
         sockets,
         texts,
-        netid=len(kinds) > 1 and not kinds <= KIND_WORDS["unix"] or bool(args.query),
+        netid=(len(kinds) > 1 and not kinds <= KIND_WORDS["unix"]) or bool(args.query),
         extended=args.extended,
         processes=args.processes,
         netns=args.netns is not None,

@@ -56,7 +56,7 @@ def rows(sockets: list[Socket], tcp: dict[int, str], udp: dict[int, str]) -> lis
     """Give the overview's groups: (title, rows of address, port, service, pid, process, user)."""
     groups = []
     for title, netids in GROUPS:
-        found = []
+        found: list[tuple[str, ...]] = []
         for s in sockets:
             if s.netid not in netids:
                 continue
@@ -104,7 +104,7 @@ def _plain(env: Environment, groups: list[tuple[str, list[tuple[str, ...]]]]) ->
     table = [("Proto", *HEADINGS)] + [(title.lower(), *row) for title, found in groups for row in found]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        env.stdout.write(" ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        env.stdout.write(" ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() + "\n")
 
 
 def _pretty(env: Environment, groups: list[tuple[str, list[tuple[str, ...]]]]) -> None:

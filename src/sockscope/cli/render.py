@@ -56,9 +56,9 @@ def endpoint_column(sockets: Sequence[Socket], texts: EndpointText, is_peer: boo
     index = 6 if is_peer else 5
     netids = set(map(itemgetter(0), sockets))
     ends = list(map(itemgetter(index), sockets))
-    if len(netids) == 1 and all(map(Endpoint.__instancecheck__, ends)):  # type: ignore[arg-type]
+    if len(netids) == 1 and all(type(end) is Endpoint for end in ends):
         return texts.inet_column(ends, next(iter(netids)), is_peer)
-    return [texts.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, ends)]
+    return [texts.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, ends, strict=False)]
 
 
 class OwnersText:
@@ -113,7 +113,7 @@ def table(
     if processes:
         columns.append(("Process", list(map(OwnersText(), map(itemgetter(10), sockets))), "<"))
     widths = [max(len(title), max(map(len, cells), default=0)) for title, cells, _ in columns]
-    parts = [f"{{:{align}{width}}}" for (_t, _c, align), width in zip(columns, widths)]
+    parts = [f"{{:{align}{width}}}" for (_t, _c, align), width in zip(columns, widths, strict=False)]
     if columns[-1][2] == "<":
         parts[-1] = "{}"  # no trailing blanks after the last column
     template = " ".join(parts)
@@ -236,7 +236,22 @@ def json_lines(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socke
         out.write("\n")
 
 
-CSV_FIELDS = ("netid", "family", "state", "recv_q", "send_q", "local_address", "local_port", "peer_address", "peer_port", "inode", "uid", "netns", "owners", "service")
+CSV_FIELDS = (
+    "netid",
+    "family",
+    "state",
+    "recv_q",
+    "send_q",
+    "local_address",
+    "local_port",
+    "peer_address",
+    "peer_port",
+    "inode",
+    "uid",
+    "netns",
+    "owners",
+    "service",
+)
 
 
 def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, object]:
@@ -254,6 +269,18 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
     for s in sockets:
         owners = "" if s.owners is None else ";".join(f"{o.pid}/{o.name}/{o.fd}/{o.user}" for o in s.owners)
         writer.writerow(
-            (s.netid.value, s.family.value, s.state.value, s.recv_q, s.send_q, *_csv_end(s.local, s.inode, False), *_csv_end(s.peer, s.inode, True), s.inode, "" if s.uid is None else s.uid, s.netns or "", owners, service(s) or "")
+            (
+                s.netid.value,
+                s.family.value,
+                s.state.value,
+                s.recv_q,
+                s.send_q,
+                *_csv_end(s.local, s.inode, False),
+                *_csv_end(s.peer, s.inode, True),
+                s.inode,
+                "" if s.uid is None else s.uid,
+                s.netns or "",
+                owners,
+                service(s) or "",
+            )
         )
-

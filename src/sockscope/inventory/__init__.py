@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import compress, repeat
 from operator import add, itemgetter
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 from ..errors import SockscopeError, SourceUnavailable
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
@@ -114,8 +114,7 @@ def take(query: Query) -> Inventory:
         found = _attach_owners(found, scanned)
         if denied := scanned.denied:
             notes.append(
-                f"owners of some sockets are not shown: {denied} processes of other users cannot be "
-                "inspected without root (run with sudo to see them)"
+                f"owners of some sockets are not shown: {denied} processes of other users cannot be inspected without root (run with sudo to see them)"
             )
     if query.where is not None:
         found = [sock for sock in found if query.where(sock)]
@@ -124,9 +123,7 @@ def take(query: Query) -> Inventory:
 
 def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool | None) -> list[Socket]:
     netids = query.netids
-    inet_families = [
-        (fam, af) for fam, af in ((Family.INET, socket.AF_INET), (Family.INET6, socket.AF_INET6)) if fam in query.families
-    ]
+    inet_families = [(fam, af) for fam, af in ((Family.INET, socket.AF_INET), (Family.INET6, socket.AF_INET6)) if fam in query.families]
     plan: list[_Job] = []
     for netid in (NetId.TCP, NetId.UDP, NetId.RAW):
         if netid in netids:
@@ -213,9 +210,7 @@ def _packet_job(label: str | None) -> _Job:
         text, path = procnet.read(net_dir, "packet")
         return procnet.parse_packet(text, path, interface_name, label)
 
-    return _Job(
-        "netlink packet_diag", diag.packet_request(), lambda c, s: diag.decode_packet(c, s, interface_name, label), fallback
-    )
+    return _Job("netlink packet_diag", diag.packet_request(), lambda c, s: diag.decode_packet(c, s, interface_name, label), fallback)
 
 
 def _vsock_job(states: int, label: str | None) -> _Job:
@@ -259,7 +254,7 @@ def _run(plan: list[_Job], source: Source, net_dir: str) -> list[Socket]:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                chunk, spans = item  # type: ignore[misc]
+                chunk, spans = cast(tuple[bytes, list[diag.Span]], item)
                 part += job.decode(chunk, spans)
             found += job.finish(part)
     finally:
@@ -270,12 +265,14 @@ def _run(plan: list[_Job], source: Source, net_dir: str) -> list[Socket]:
 
 def _until_end(chunks: queue.SimpleQueue[object]) -> Iterator[object]:
     while (item := chunks.get()) is not _END:
-        yield item
         if isinstance(item, BaseException):
-            # the reader stops that job at an error and moves on: drain to its end marker
+            # the reader puts the job's end marker right after an error: take it before the
+            # caller stops listening, so the next job starts at its own first chunk
             while chunks.get() is not _END:
                 pass
+            yield item
             return
+        yield item
 
 
 def _dump_all(plan: list[_Job], chunks: queue.SimpleQueue[object]) -> None:

@@ -59,8 +59,13 @@ def request(payload: bytes, seq: int = 1) -> bytes:
 
 
 def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes:
-    """Give an inet_diag_req_v2 dump request for one family and protocol and a state mask."""
-    return request(struct.pack("=BBBBI48x", family, protocol, ext, 0, states))
+    """Give an inet_diag_req_v2 dump request for one family and protocol and a state mask.
+
+    For raw sockets the pad byte is `sdiag_raw_protocol`, and only IPPROTO_RAW there means
+    "raw sockets of every protocol"; with 0 the kernel matches none.
+    """
+    raw_protocol = socket.IPPROTO_RAW if protocol == socket.IPPROTO_RAW else 0
+    return request(struct.pack("=BBBBI48x", family, protocol, ext, raw_protocol, states))
 
 
 def unix_request(states: int) -> bytes:
@@ -113,6 +118,9 @@ def _walk(chunk: bytes, source: str) -> tuple[list[Span], bool]:
         if length < _HEADER.size or offset + length > size:
             raise DecodeError(f"{source}: netlink message at byte {offset} claims {length} bytes, {size - offset} left")
         if kind == NLMSG_DONE:
+            # A dump the kernel cannot do (no diag module for it) ends at once with -errno here.
+            if length >= 20 and (code := _ERRNO.unpack_from(chunk, offset + 16)[0]) < 0:
+                raise kernel_error(-code, source)
             return spans, True
         if kind == NLMSG_ERROR:
             code = -_ERRNO.unpack_from(chunk, offset + 16)[0] if length >= 20 else errno.EIO
@@ -174,9 +182,7 @@ class AddressText:
         return map(cache.__getitem__, raw)
 
 
-def decode_inet(
-    chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None
-) -> list[Socket]:
+def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None) -> list[Socket]:
     """Give the Sockets of inet_diag replies (one protocol) in the spans of a chunk."""
     netid = _INET_NETID[protocol]
     out: list[Socket] = []
@@ -186,8 +192,8 @@ def decode_inet(
             raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
         body = view[offset : offset + length * count]
         rows = list(_struct(_INET_FIELDS, length).iter_unpack(body))
-        families, states, src, dst, rqueue, wqueue, uid, inode = zip(*rows)
-        ports = zip(*_struct(_INET_PORTS, length).iter_unpack(body))
+        families, states, src, dst, rqueue, wqueue, uid, inode = zip(*rows, strict=False)
+        ports = zip(*_struct(_INET_PORTS, length).iter_unpack(body), strict=False)
         sport, dport = ports
         family_set = set(families)
         if len(family_set) != 1 or not family_set <= {socket.AF_INET, socket.AF_INET6}:
@@ -195,8 +201,8 @@ def decode_inet(
         family = family_set.pop()
         if max(states) >= len(KERNEL_STATES):
             raise DecodeError(f"netlink inet_diag reply: unknown socket state {max(states)}")
-        local = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, src), sport))
-        peer = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, dst), dport))
+        local = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, src), sport, strict=False))
+        peer = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, dst), dport, strict=False))
         fam = Family.INET if family == socket.AF_INET else Family.INET6
         out += map(
             tuple.__new__,
@@ -339,9 +345,7 @@ _PACKET_MSG = struct.Struct("=BB2sI8x")  # family, type, num (big endian), inode
 _PACKET_NETID = {socket.SOCK_RAW: NetId.PACKET_RAW, socket.SOCK_DGRAM: NetId.PACKET_DGRAM}
 
 
-def decode_packet(
-    chunk: bytes, spans: Iterable[Span], interface: Callable[[int], str], netns: str | None = None
-) -> list[Socket]:
+def decode_packet(chunk: bytes, spans: Iterable[Span], interface: Callable[[int], str], netns: str | None = None) -> list[Socket]:
     """Give the Sockets of packet_diag replies; `interface` names an ifindex (0 -> `*`)."""
     source = "netlink packet_diag reply"
     out: list[Socket] = []
@@ -381,13 +385,12 @@ def decode_vsock(chunk: bytes, spans: Iterable[Span], netns: str | None = None) 
         if len(message) < _HEADER.size + _VSOCK_MSG.size:
             raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than vsock_diag_msg")
         _f, kind, state, _shut, scid, sport, dcid, dport, inode = _VSOCK_MSG.unpack_from(message, _HEADER.size)
-        if state >= len(KERNEL_STATES):
-            raise DecodeError(f"{source}: unknown socket state {state}")
         out.append(
             Socket(
                 _VSOCK_NETID.get(kind, NetId.VSOCK_STREAM),
                 Family.VSOCK,
-                KERNEL_STATES[state] if state else State.UNCONN,
+                # vsock transports keep states of their own beside the TCP ones: show those as UNKNOWN
+                KERNEL_STATES[state] if 0 < state < len(KERNEL_STATES) else State.UNKNOWN,
                 0,
                 0,
                 VsockEndpoint(scid, sport),

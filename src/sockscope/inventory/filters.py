@@ -192,8 +192,9 @@ class _Parser:
         word = self.take("a test").lower()
         if word in ("sport", "dport"):
             compare, port = self.comparison()
-            side = 0 if word == "sport" else 1
-            return lambda s: isinstance(s.local, Endpoint) and compare(s[5 + side].port, port)
+            if word == "sport":
+                return lambda s: isinstance(s.local, Endpoint) and compare(s.local.port, port)
+            return lambda s: isinstance(s.peer, Endpoint) and compare(s.peer.port, port)
         if word in ("src", "dst"):
             match = self.address(self.take("an address"))
             return (lambda s: match(s.local)) if word == "src" else (lambda s: match(s.peer))

@@ -42,12 +42,12 @@ def group_owners(triples: array.array[int], proc_root: str) -> dict[int, tuple[O
     people = {pid: (process_name(proc_root, pid), process_user(proc_root, pid)) for pid in set(pids)}
     names = {pid: person[0] for pid, person in people.items()}
     users = {pid: person[1] for pid, person in people.items()}
-    made = map(tuple.__new__, repeat(Owner), zip(pids, map(names.__getitem__, pids), fds, map(users.__getitem__, pids)))
-    holders: dict[int, tuple[Owner, ...]] = dict(zip(inodes, zip(made)))
+    made = map(tuple.__new__, repeat(Owner), zip(pids, map(names.__getitem__, pids), fds, map(users.__getitem__, pids), strict=False))
+    holders: dict[int, tuple[Owner, ...]] = dict(zip(inodes, zip(made), strict=False))
     if len(holders) < len(inodes):  # some sockets are shared: group those properly
         shared = {inode for inode, count in Counter(inodes).items() if count > 1}
         groups: dict[int, list[Owner]] = {inode: [] for inode in shared}
-        for inode, pid, fd in zip(inodes, pids, fds):
+        for inode, pid, fd in zip(inodes, pids, fds, strict=False):
             if inode in shared:
                 groups[inode].append(Owner(pid, names[pid], fd, users[pid]))
         for inode, group in groups.items():
@@ -187,7 +187,7 @@ class Scanner:
             wanted_set = set(wanted)
             triples = iter(found)
             keep = array.array("q")
-            for triple in zip(triples, triples, triples):
+            for triple in zip(triples, triples, triples, strict=False):
                 if triple[0] in wanted_set:
                     keep.extend(triple)
             found = keep

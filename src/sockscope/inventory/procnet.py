@@ -108,9 +108,7 @@ def parse_netlink(text: str, source: str, netns: str | None = None) -> list[Sock
         except (ValueError, IndexError):
             raise DecodeError(f"{source} line {number}: cannot parse {line.strip()[:60]!r}") from None
         name = netlink_protocol(protocol)
-        out.append(
-            Socket(NetId.NETLINK, Family.NETLINK, State.UNCONN, rmem, wmem, NetlinkEndpoint(name, portid), NetlinkEndpoint(name, 0), inode, None, netns)
-        )
+        out.append(Socket(NetId.NETLINK, Family.NETLINK, State.UNCONN, rmem, wmem, NetlinkEndpoint(name, portid), NetlinkEndpoint(name, 0), inode, None, netns))
     return out
 
 

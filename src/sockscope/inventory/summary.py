@@ -55,5 +55,3 @@ def orphaned_count(sockstat_text: str) -> int | None:
                 value = words[words.index("orphan") + 1]
                 return int(value) if value.isdigit() else None
     return None
-
-
