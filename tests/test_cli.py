@@ -120,10 +120,9 @@ def test_netns_lists_sockets_of_another_namespace():
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        inside = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", "import socket,sys; s=socket.create_server(('127.0.0.1', 4242)); print('up', flush=True); sys.stdin.read()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        script = "import socket,sys; s=socket.create_server(('127.0.0.1', 4242)); print('up', flush=True); sys.stdin.read()"
+        command = ["ip", "netns", "exec", name, sys.executable, "-c", script]
+        inside = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert inside.stdout is not None and inside.stdin is not None
         assert inside.stdout.readline().strip() == "up"
         ours = sockscope("ls", "-tln", "--json", "sport = 4242")

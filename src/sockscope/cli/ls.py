@@ -150,7 +150,7 @@ def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds:
         env.stdout,
         sockets,
         texts,
-        netid=(len(kinds) > 1 and not kinds <= KIND_WORDS["unix"]) or bool(args.query),
+        netid=len(kinds) > 1 or bool(args.query),
         extended=args.extended,
         processes=args.processes,
         netns=args.netns is not None,
