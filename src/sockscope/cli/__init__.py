@@ -10,10 +10,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..errors import ExitCode, SockscopeError, UsageError
+
+if TYPE_CHECKING:
+    from .environment import Environment
 
 COMMANDS = ("listening", "ls", "summary", "completion")
 
@@ -84,10 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0) if isinstance(done.code, int) else int(ExitCode.USAGE)
 
 
-def _dispatch(args: argparse.Namespace, env: object) -> int:
-    from .environment import Environment
-
-    assert isinstance(env, Environment)
+def _dispatch(args: argparse.Namespace, env: Environment) -> int:
     if args.command == "ls":
         from . import ls
 

@@ -101,12 +101,12 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     kinds = selected_kinds(args)
     tcp_names = services.by_port("tcp")
     udp_names = services.by_port("udp")
-    reverse = {name: port for port, name in sorted(tcp_names.items(), reverse=True)}
     parsed = None
     if args.filter:
         from ..inventory.filters import compile_filter
 
-        parsed = compile_filter(args.filter, reverse.get)
+        by_name = {name: port for port, name in sorted(tcp_names.items(), reverse=True)}  # lowest port wins
+        parsed = compile_filter(args.filter, by_name.get)
     if parsed is not None and parsed.states is not None:
         states = state_mask(parsed.states)
     elif args.all:

@@ -156,43 +156,45 @@ class _Job(NamedTuple):
     finish: Callable[[list[Socket]], list[Socket]] = _same
 
 
+def _proc_file(name: str, parse: Callable[[str, str], list[Socket]]) -> Callable[[str], list[Socket]]:
+    """Give a fallback that reads /proc/net/NAME (under a net directory) with `parse(text, path)`."""
+
+    def fallback(net_dir: str) -> list[Socket]:
+        return parse(*procnet.read(net_dir, name))
+
+    return fallback
+
+
 def _inet_job(netid: NetId, af: int, states: int, label: str | None) -> _Job:
     protocol = _PROTOCOLS[netid]
     addresses = diag.AddressText()
-    name = _PROC_FILES[netid] + ("6" if af == socket.AF_INET6 else "")
-
-    def fallback(net_dir: str) -> list[Socket]:
-        text, path = procnet.read(net_dir, name)
-        return procnet.parse_inet(text, _PROC_FILES[netid], path, label)
-
+    kind = _PROC_FILES[netid]
+    name = kind + ("6" if af == socket.AF_INET6 else "")
     return _Job(
         f"netlink inet_diag {name}",
         diag.inet_request(af, protocol, states),
         lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label),
-        fallback,
+        _proc_file(name, lambda text, path: procnet.parse_inet(text, kind, path, label)),
     )
 
 
 def _unix_job(states: int, label: str | None) -> _Job:
-    def fallback(net_dir: str) -> list[Socket]:
-        text, path = procnet.read(net_dir, "unix")
-        return procnet.parse_unix(text, path, label)
-
     return _Job(
         "netlink unix_diag",
         diag.unix_request(states),
         lambda chunk, spans: diag.decode_unix(chunk, spans, label),
-        fallback,
+        _proc_file("unix", lambda text, path: procnet.parse_unix(text, path, label)),
         fill_unix_peers,
     )
 
 
 def _netlink_job(label: str | None) -> _Job:
-    def fallback(net_dir: str) -> list[Socket]:
-        text, path = procnet.read(net_dir, "netlink")
-        return procnet.parse_netlink(text, path, label)
-
-    return _Job("netlink netlink_diag", diag.netlink_request(), lambda c, s: diag.decode_netlink(c, s, label), fallback)
+    return _Job(
+        "netlink netlink_diag",
+        diag.netlink_request(),
+        lambda c, s: diag.decode_netlink(c, s, label),
+        _proc_file("netlink", lambda text, path: procnet.parse_netlink(text, path, label)),
+    )
 
 
 def interface_name(index: int) -> str:
@@ -206,11 +208,12 @@ def interface_name(index: int) -> str:
 
 
 def _packet_job(label: str | None) -> _Job:
-    def fallback(net_dir: str) -> list[Socket]:
-        text, path = procnet.read(net_dir, "packet")
-        return procnet.parse_packet(text, path, interface_name, label)
-
-    return _Job("netlink packet_diag", diag.packet_request(), lambda c, s: diag.decode_packet(c, s, interface_name, label), fallback)
+    return _Job(
+        "netlink packet_diag",
+        diag.packet_request(),
+        lambda c, s: diag.decode_packet(c, s, interface_name, label),
+        _proc_file("packet", lambda text, path: procnet.parse_packet(text, path, interface_name, label)),
+    )
 
 
 def _vsock_job(states: int, label: str | None) -> _Job:

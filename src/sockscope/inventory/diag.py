@@ -37,7 +37,6 @@ NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 
 AF_VSOCK = 40
-SOCK_DESTROY = 21
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _ATTR = struct.Struct("=HH")  # nlattr: len, type
