@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ls import SOCKSCOPE, medians, peak_rss_mb
+from ls import SOCKSCOPE, compile_bytecode, medians, peak_rss_mb
 from pairs import hold_pairs
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     opts = parser.parse_args()
+    compile_bytecode()
     print(f"{'sockets':>8} {'ss -tanp':>10} {'sockscope':>10} {'us/socket':>10} {'RSS MB':>7}")
     for pairs in (5000, 12500, 25000):
         with hold_pairs(pairs):

@@ -13,15 +13,27 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 
 from pairs import hold_pairs
 
 PY = sys.executable
-SOCKSCOPE = shutil.which("sockscope") or f"{PY} -m sockscope"
+# The console script pip installed beside this interpreter (not a version manager's shim,
+# which would add its own start-up to every run), else `python -m sockscope`.
+_SCRIPT = os.path.join(sysconfig.get_path("scripts"), "sockscope")
+SOCKSCOPE = _SCRIPT if os.access(_SCRIPT, os.X_OK) else f"{PY} -m sockscope"
+
+
+def compile_bytecode() -> None:
+    """Write sockscope's .pyc files, as `pip install` does, even if PYTHONDONTWRITEBYTECODE is set."""
+    import compileall
+
+    import sockscope
+
+    compileall.compile_dir(os.path.dirname(sockscope.__file__), quiet=1)
 
 
 def medians(commands: dict[str, str], runs: int) -> dict[str, float]:
@@ -49,6 +61,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     opts = parser.parse_args()
     psutil_cmd = f"{PY} -c \"import psutil; psutil.net_connections('tcp')\""
+    compile_bytecode()
     with hold_pairs(opts.pairs):
         times = medians(
             {

@@ -7,18 +7,28 @@ Kept light on purpose: only argparse is imported before a command is chosen, so 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from types import ModuleType
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import ExitCode, SockscopeError, UsageError
 
-if TYPE_CHECKING:
-    from .environment import Environment
-
-COMMANDS = ("listening", "ls", "summary", "completion")
+# command -> the module of ours that defines it (`add_parser(commands)` and `run(args, env)`).
+# Only the chosen command's module is imported, so every command starts as fast as the lightest.
+COMMANDS: dict[str, str] = {
+    "listening": "overview",
+    "ls": "ls",
+    "summary": "summary",
+    "completion": "completion",
+}
+# Commands that finish in a moment: the cyclic garbage collector is paused for them (their
+# tens of thousands of records hold no cycles, and collecting them costs a third of `ls`).
+SHORT_LIVED = frozenset({"listening", "ls", "summary", "completion"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,10 +38,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Give the parser of every command (imported lazily by each command's module)."""
-    from . import ls, overview, summary
-
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Give the parser of every command, or of the one command `only` (the others stay unimported)."""
     parser = _Parser(
         prog="sockscope",
         description="See every socket on this host, who owns it, and what is listening.",
@@ -40,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"sockscope {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    overview.add_parser(commands)
-    ls.add_parser(commands)
-    summary.add_parser(commands)
-    completion = commands.add_parser("completion", help="print the shell completion script (bash, zsh, fish)")
-    completion.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), help="your shell")
+    for name in [only] if only in COMMANDS else COMMANDS:
+        _module(name).add_parser(commands)
     return parser
+
+
+def _module(command: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{COMMANDS[command]}")
 
 
 def _normalise(argv: list[str]) -> list[str]:
@@ -66,13 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     env = Environment.from_process()
     try:
-        parser = build_parser()
-        if "_ARGCOMPLETE" in os.environ:
+        words = _normalise(args_list)
+        completing = "_ARGCOMPLETE" in os.environ
+        parser = build_parser(None if completing else words[0])
+        if completing:
             import argcomplete
 
             argcomplete.autocomplete(parser)
-        args = parser.parse_args(_normalise(args_list))
-        return int(_dispatch(args, env))
+        args = parser.parse_args(words)
+        if args.command in SHORT_LIVED:
+            gc.disable()
+        return int(_module(args.command).run(args, env))
     except SockscopeError as error:
         env.error(error.message)
         return int(error.exit_code)
@@ -85,22 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.OK)
     except SystemExit as done:  # --help and --version from argparse
         return int(done.code or 0) if isinstance(done.code, int) else int(ExitCode.USAGE)
-
-
-def _dispatch(args: argparse.Namespace, env: Environment) -> int:
-    if args.command == "ls":
-        from . import ls
-
-        return ls.run(args, env)
-    if args.command == "summary":
-        from . import summary
-
-        return summary.run(args, env)
-    if args.command == "completion":
-        from argcomplete.shell_integration import shellcode
-
-        env.stdout.write(shellcode(["sockscope"], shell=args.shell))
-        return ExitCode.OK
-    from . import overview
-
-    return overview.run(args, env)

@@ -1,20 +1,52 @@
 """Drawing sockets for people and for programs: aligned tables, JSON, JSON Lines and CSV.
 
-The table writer works column by column with C-level `map`/`str.format` because `ls` may
-print tens of thousands of rows and must keep pace with `ss`.
+`ls` may print tens of thousands of rows and must keep pace with `ss`: the table is built
+column by column, by the C accelerator (`_native.c`) when it is there, else with C-level
+`map`/`str.format` in Python (same text either way).
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from .. import native
 from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
 
+if TYPE_CHECKING:
+    import json
+
 PortNames = dict[int, str]
+
+
+def inet_texts(ends: Iterable[Endpoint], hosts: dict[str, str], names: PortNames, is_peer: bool) -> list[str]:
+    """Give `address:port` for a column of inet endpoints (uniques formatted once each).
+
+    `hosts` caches the `address:` part across calls; ports get their service name from `names`.
+    """
+    ends = list(ends)
+    for address in set(map(itemgetter(0), ends)).difference(hosts):
+        hosts[address] = f"[{address}]:" if ":" in address else f"{address}:"
+    ports = {port: names.get(port) or str(port) for port in set(map(itemgetter(1), ends))}
+    if is_peer and 0 in ports:
+        ports[0] = "*"
+    return list(map(str.__add__, map(hosts.__getitem__, map(itemgetter(0), ends)), map(ports.__getitem__, map(itemgetter(1), ends))))
+
+
+class InetCells(NamedTuple):
+    """A table column of inet endpoints, drawn straight from the sockets (no text per cell made
+    in advance when the C accelerator draws the table)."""
+
+    sockets: list[Socket]
+    position: int  # in the Socket: 5 local, 6 peer
+    hosts: dict[str, str]
+    names: PortNames
+    is_peer: bool
+
+    def texts(self) -> list[str]:
+        return inet_texts(map(itemgetter(self.position), self.sockets), self.hosts, self.names, self.is_peer)
 
 
 class EndpointText:
@@ -24,21 +56,10 @@ class EndpointText:
         self.names = {"tcp": tcp_names or {}, "udp": udp_names or {}, "raw": {}}
         self.hosts: dict[str, str] = {}
 
-    def inet_column(self, ends: Sequence[Endpoint], netid: str, is_peer: bool) -> list[str]:
-        """Give `address:port` for a column of inet endpoints (uniques formatted once each)."""
-        names = self.names.get(netid, {})
-        hosts = self.hosts
-        for address in set(map(itemgetter(0), ends)).difference(hosts):
-            hosts[address] = f"[{address}]:" if ":" in address else f"{address}:"
-        ports = {port: names.get(port) or str(port) for port in set(map(itemgetter(1), ends))}
-        if is_peer and 0 in ports:
-            ports[0] = "*"
-        return list(map(str.__add__, map(hosts.__getitem__, map(itemgetter(0), ends)), map(ports.__getitem__, map(itemgetter(1), ends))))
-
     def one(self, end: AnyEndpoint, netid: str, inode: int, is_peer: bool) -> str:
         """Give the text of one endpoint of any family."""
         if isinstance(end, Endpoint):
-            return self.inet_column([end], netid, is_peer)[0]
+            return inet_texts([end], self.hosts, self.names.get(netid, {}), is_peer)[0]
         if isinstance(end, UnixEndpoint):
             return f"{end.path or '*'} {end.inode if is_peer else inode}"
         if isinstance(end, NetlinkEndpoint):
@@ -50,15 +71,13 @@ class EndpointText:
             return f"{end.cid}:{end.port}"
         return str(end)
 
-
-def endpoint_column(sockets: Sequence[Socket], texts: EndpointText, is_peer: bool) -> list[str]:
-    """Give the text of the local (or peer) endpoint of every socket, in order."""
-    index = 6 if is_peer else 5
-    netids = set(map(itemgetter(0), sockets))
-    ends = list(map(itemgetter(index), sockets))
-    if len(netids) == 1 and all(type(end) is Endpoint for end in ends):
-        return texts.inet_column(ends, next(iter(netids)), is_peer)
-    return [texts.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, ends, strict=False)]
+    def column(self, sockets: Sequence[Socket], is_peer: bool) -> list[str] | InetCells:
+        """Give the local (or peer) endpoint column: InetCells when every row is inet of one kind."""
+        index = 6 if is_peer else 5
+        netids = set(map(itemgetter(0), sockets))
+        if len(netids) == 1 and set(map(type, map(itemgetter(index), sockets))) <= {Endpoint}:
+            return InetCells(list(sockets), index, self.hosts, self.names.get(next(iter(netids)), {}), is_peer)
+        return [self.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, map(itemgetter(index), sockets), strict=True)]
 
 
 class OwnersText:
@@ -95,33 +114,40 @@ def table(
     header: bool = True,
 ) -> None:
     """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
-    columns: list[tuple[str, list[str], str]] = []
+    columns: list[tuple[str, list[Any] | InetCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
     if netns:
-        columns.append(("Netns", [s.netns or "-" for s in sockets], "<"))
+        columns.append(("Netns", [s.netns or "-" for s in sockets], False))
     if netid:
-        columns.append(("Netid", list(map(str, map(itemgetter(0), sockets))), "<"))
+        columns.append(("Netid", list(map(itemgetter(0), sockets)), False))
     columns += [
-        ("State", list(map(str, map(itemgetter(2), sockets))), "<"),
-        ("Recv-Q", list(map(str, map(itemgetter(3), sockets))), ">"),
-        ("Send-Q", list(map(str, map(itemgetter(4), sockets))), ">"),
-        ("Local Address:Port", endpoint_column(sockets, texts, False), "<"),
-        ("Peer Address:Port", endpoint_column(sockets, texts, True), "<"),
+        ("State", list(map(itemgetter(2), sockets)), False),
+        ("Recv-Q", list(map(itemgetter(3), sockets)), True),
+        ("Send-Q", list(map(itemgetter(4), sockets)), True),
+        ("Local Address:Port", texts.column(sockets, False), False),
+        ("Peer Address:Port", texts.column(sockets, True), False),
     ]
     if extended:
-        columns.append(("UID", [str(uid) if uid is not None else "-" for uid in map(itemgetter(8), sockets)], ">"))
-        columns.append(("Inode", list(map(str, map(itemgetter(7), sockets))), ">"))
+        columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
+        columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
     if processes:
-        columns.append(("Process", list(map(OwnersText(), map(itemgetter(10), sockets))), "<"))
-    widths = [max(len(title), max(map(len, cells), default=0)) for title, cells, _ in columns]
-    parts = [f"{{:{align}{width}}}" for (_t, _c, align), width in zip(columns, widths, strict=False)]
-    if columns[-1][2] == "<":
+        columns.append(("Process", list(map(OwnersText(), map(itemgetter(10), sockets))), False))
+    titles, cells, rights = zip(*columns, strict=True)
+    fast = native.accel
+    text = fast.table_text(titles, cells, rights, header) if fast is not None else None
+    out.write(text if text is not None else table_text(titles, cells, rights, header))
+
+
+def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells], right: Sequence[bool], header: bool) -> str:
+    """Give the aligned table as text: one space between columns, the last left-aligned one unpadded."""
+    columns = [cells.texts() if isinstance(cells, InetCells) else list(map(str, cells)) for cells in columns]
+    widths = [max(len(title), max(map(len, cells), default=0)) for title, cells in zip(titles, columns, strict=True)]
+    parts = [f"{{:{'>' if r else '<'}{width}}}" for r, width in zip(right, widths, strict=True)]
+    if not right[-1]:
         parts[-1] = "{}"  # no trailing blanks after the last column
     template = " ".join(parts)
-    if header:
-        out.write(template.format(*(title for title, _c, _a in columns)).rstrip() + "\n")
-    if sockets:
-        out.write("\n".join(map(template.format, *(cells for _t, cells, _a in columns))))
-        out.write("\n")
+    lines = [template.format(*titles).rstrip(" ")] if header else []
+    lines += map(template.format, *columns)
+    return "".join(line + "\n" for line in lines)
 
 
 def endpoint_json(end: AnyEndpoint, is_peer: bool) -> dict[str, Any]:
@@ -163,7 +189,17 @@ def service_of(tcp: PortNames, udp: PortNames) -> Callable[[Socket], str | None]
     return name
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+@functools.cache
+def _encoder() -> json.JSONEncoder:
+    import json  # only the commands that write JSON pay for it
+
+    return json.JSONEncoder(ensure_ascii=False)
+
+
+def _dumps(value: object) -> str:
+    return _encoder().encode(value)
+
+
 _SOCKET = (
     '{"netid": "%s", "family": "%s", "state": "%s", "recv_q": %d, "send_q": %d, "local": %s, "peer": %s, '
     '"inode": %d, "uid": %s, "netns": %s, "owners": %s, "service": %s}'
@@ -264,6 +300,8 @@ def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, objec
 
 def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
     """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`."""
+    import csv
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for s in sockets:

@@ -7,6 +7,7 @@ kernel's work overlaps our decoding and the /proc/<pid>/fd scan.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import socket
@@ -97,6 +98,18 @@ def list_sockets(
 
 def take(query: Query) -> Inventory:
     """Give the Inventory for a Query (the work behind list_sockets)."""
+    # Tens of thousands of new tuples would set off the cyclic garbage collector again and
+    # again (a third of the run time at 50,000 sockets); records hold no cycles, so pause it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _take(query)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _take(query: Query) -> Inventory:
     notes: list[str] = []
     root = query.proc_root or proc_root()
     scanner = owners.Scanner(root) if query.owners else None  # runs beside the dumps

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 
+from .. import native
 from ..errors import DecodeError, PermissionDenied, SourceUnavailable
 from ..model import (
     KERNEL_STATES,
@@ -186,7 +187,13 @@ def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: A
     netid = _INET_NETID[protocol]
     out: list[Socket] = []
     view = memoryview(chunk)
+    fast = native.accel
     for offset, length, count in spans:
+        if fast is not None:
+            rows = fast.inet_sockets(chunk, offset, length, count, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns)
+            if rows is not None:
+                out += rows
+                continue
         if length < _HEADER.size + _INET_MSG_SIZE:
             raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
         body = view[offset : offset + length * count]

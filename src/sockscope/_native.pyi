@@ -1,0 +1,16 @@
+from collections.abc import Sequence
+
+def inet_sockets(
+    chunk: bytes,
+    offset: int,
+    length: int,
+    count: int,
+    netid: object,
+    inet: object,
+    inet6: object,
+    states: tuple[object, ...],
+    endpoint: type,
+    socket: type,
+    netns: str | None,
+) -> list[object] | None: ...
+def table_text(titles: tuple[str, ...], columns: tuple[Sequence[object], ...], right: tuple[bool, ...], header: bool) -> str | None: ...

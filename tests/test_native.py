@@ -1,0 +1,125 @@
+"""The C accelerator gives exactly what its pure-Python twins give."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import chunks
+from sockscope import native
+from sockscope.cli import render
+from sockscope.inventory import diag
+from sockscope.model import Endpoint, Family, NetId, Owner, Socket, State
+
+fast = native.accel
+pytestmark = pytest.mark.skipif(fast is None, reason="the C accelerator was not built (no compiler at install time)")
+
+
+def both_decodes(name: str, protocol: int) -> tuple[list[Socket], list[Socket]]:
+    accelerated: list[Socket] = []
+    pure: list[Socket] = []
+    for chunk in chunks(name):
+        spans, _done = diag.frame(chunk, name)
+        accelerated += diag.decode_inet(chunk, spans, protocol, diag.AddressText(), "ns1")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", None)
+            pure += diag.decode_inet(chunk, spans, protocol, diag.AddressText(), "ns1")
+    return accelerated, pure
+
+
+@pytest.mark.parametrize(("name", "protocol"), [("tcp4", socket.IPPROTO_TCP), ("tcp6", socket.IPPROTO_TCP), ("udp4", socket.IPPROTO_UDP)])
+def test_inet_decode_equals_the_python_decoder(name: str, protocol: int) -> None:
+    accelerated, pure = both_decodes(name, protocol)
+    assert accelerated and accelerated == pure
+    assert all(type(s) is Socket and type(s.local) is Endpoint for s in accelerated)
+    assert all(type(s.state) is State and type(s.family) is Family and type(s.netid) is NetId for s in accelerated)
+
+
+def inet_message(family: int, state: int, src: bytes, dst: bytes, sport: int, dport: int, numbers: tuple[int, int, int, int]) -> bytes:
+    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", sport, dport) + src.ljust(16, b"\0") + dst.ljust(16, b"\0")
+    body += struct.pack("=I8xIIIII", 0, 0, *numbers)
+    return struct.pack("=IHHII", 16 + len(body), diag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+
+
+messages = st.builds(
+    inet_message,
+    st.sampled_from([socket.AF_INET, socket.AF_INET6]),
+    st.integers(0, 15),
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=16, max_size=16),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.tuples(*[st.integers(0, 2**32 - 1)] * 4),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(messages, min_size=1, max_size=8))
+def test_inet_decode_agrees_on_any_messages(batch: list[bytes]) -> None:
+    """Mixed families and unknown states send the accelerator back to Python (same error)."""
+    chunk = b"".join(batch)
+    spans, _ = diag.frame(chunk, "test")
+    outcomes = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            try:
+                outcomes.append(diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText()))
+            except Exception as exc:
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+    assert outcomes[0] == outcomes[1]
+
+
+cells = st.one_of(st.text(max_size=12), st.integers(-(2**63), 2**63 - 1), st.sampled_from(list(State)))
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda ncol: st.tuples(
+            st.lists(st.text(max_size=8), min_size=ncol, max_size=ncol),
+            st.lists(st.booleans(), min_size=ncol, max_size=ncol),
+            st.integers(0, 6).flatmap(lambda nrow: st.lists(st.lists(cells, min_size=nrow, max_size=nrow), min_size=ncol, max_size=ncol)),
+            st.booleans(),
+        )
+    )
+)
+def test_table_text_equals_the_python_table(case: tuple[list[str], list[bool], list[list[object]], bool]) -> None:
+    titles, right, columns, header = case
+    assert fast.table_text(tuple(titles), tuple(columns), tuple(right), header) == render.table_text(titles, columns, right, header)
+
+
+endpoints = st.builds(Endpoint, st.sampled_from(["127.0.0.1", "::1", "10.1.2.3", "fe80::1%eth0", "0.0.0.0"]), st.integers(0, 65535))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(endpoints, endpoints), max_size=20), st.booleans())
+def test_inet_columns_equal_the_python_text(ends: list[tuple[Endpoint, Endpoint]], named: bool) -> None:
+    sockets = [Socket(NetId.TCP, Family.INET, State.ESTAB, 0, 0, local, peer, 1, 0, None, (Owner(1, "x", 3, "root"),)) for local, peer in ends]
+    names = {22: "ssh", 0: "zero", 80: ""} if named else None
+    drawn = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            out = __import__("io").StringIO()
+            render.table(out, sockets, render.EndpointText(names, None), netid=False, extended=True, processes=True, netns=False)
+            drawn.append(out.getvalue())
+    assert drawn[0] == drawn[1]
+    if named and any(local.port == 22 for local, _ in ends):
+        assert ":ssh" in drawn[0]
+
+
+def test_table_text_keeps_undecodable_path_bytes() -> None:
+    path = b"/tmp/caf\xe9 sock".decode("utf-8", "surrogateescape")
+    assert fast.table_text(("Path", "N"), ([path, "x"], [1, 22]), (False, True), True) == render.table_text(
+        ["Path", "N"], [[path, "x"], [1, 22]], [False, True], True
+    )
+
+
+def test_unusual_cells_fall_back_to_python() -> None:
+    assert fast.table_text(("a",), ([1.5],), (False,), True) is None
+    assert fast.table_text(("a",), ([2**70],), (False,), True) is None
