@@ -56,3 +56,15 @@ class DecodeError(SockscopeError):
 
 class SourceUnavailable(SockscopeError):
     """A source of sockets (a netlink diag module, a /proc file) does not exist on this kernel."""
+
+
+class NothingFound(SockscopeError):
+    """The answer is "nothing": no process on that port, no free port in the range, a wait that timed out."""
+
+    exit_code = ExitCode.NOTHING_FOUND
+
+
+class AddressInUse(SockscopeError):
+    """The address is taken; the message says by whom when that can be known."""
+
+    exit_code = ExitCode.ADDRESS_IN_USE

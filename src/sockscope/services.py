@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 SERVICES_FILE = os.environ.get("SOCKSCOPE_SERVICES", "/etc/services")
 
@@ -19,6 +20,37 @@ BUILTIN: dict[tuple[int, str], str] = {
     )
     for proto in ("tcp", "udp")
 }  # fmt: skip
+
+
+class Service(NamedTuple):
+    """One line of services(5): a name, its port and protocol, and its aliases."""
+
+    name: str
+    port: int
+    proto: str
+    aliases: tuple[str, ...] = ()
+
+
+def parse_entries(text: str) -> list[Service]:
+    """Give every entry of the text of a services(5) file, in file order."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or "/" not in fields[1]:
+            continue
+        port, _, proto = fields[1].partition("/")
+        if port.isdigit() and 0 <= int(port) <= 65535:
+            found.append(Service(fields[0], int(port), proto.lower(), tuple(fields[2:])))
+    return found
+
+
+def entries(path: str | None = None) -> list[Service]:
+    """Give the entries of `path` (default /etc/services), or of the built-in table when unreadable."""
+    try:
+        with open(path or SERVICES_FILE, encoding="utf-8", errors="replace") as handle:
+            return parse_entries(handle.read())
+    except OSError:
+        return [Service(name, port, proto) for (port, proto), name in BUILTIN.items()]
 
 
 def parse(text: str) -> dict[tuple[int, str], str]:

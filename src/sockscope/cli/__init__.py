@@ -24,11 +24,18 @@ COMMANDS: dict[str, str] = {
     "listening": "overview",
     "ls": "ls",
     "summary": "summary",
+    "who": "who",
+    "kill": "kill",
+    "close": "close",
+    "free": "free",
+    "wait": "wait",
+    "services": "services",
     "completion": "completion",
 }
+RUNS_A_COMMAND = frozenset({"wait"})
 # Commands that finish in a moment: the cyclic garbage collector is paused for them (their
 # tens of thousands of records hold no cycles, and collecting them costs a third of `ls`).
-SHORT_LIVED = frozenset({"listening", "ls", "summary", "completion"})
+SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = Environment.from_process()
     try:
         words = _normalise(args_list)
+        after: list[str] = []
+        if words[0] in RUNS_A_COMMAND and "--" in words:  # `wait ADDR -- COMMAND ARGS`: the rest is not ours
+            cut = words.index("--")
+            words, after = words[:cut], words[cut + 1 :]
         completing = "_ARGCOMPLETE" in os.environ
         parser = build_parser(None if completing else words[0])
         if completing:
@@ -83,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             argcomplete.autocomplete(parser)
         args = parser.parse_args(words)
+        args.command_after = after
         if args.command in SHORT_LIVED:
             gc.disable()
         return int(_module(args.command).run(args, env))

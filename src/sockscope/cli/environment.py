@@ -29,6 +29,20 @@ class Environment:
             width = 100
         return cls(sys.stdout, sys.stderr, is_tty, color, width)
 
+    def ask(self, question: str) -> bool:
+        """Ask a yes/no question on the terminal; no terminal (or no answer) means no."""
+        try:
+            with open("/dev/tty", "r+", encoding="utf-8") as tty:
+                tty.write(f"{question} [y/N] ")
+                tty.flush()
+                return tty.readline().strip().lower() in ("y", "yes")
+        except OSError:
+            return False
+
+    def interactive(self) -> bool:
+        """Tell whether a person is at a terminal to answer questions."""
+        return self.is_tty and sys.stdin.isatty()
+
     def error(self, message: str) -> None:
         """Write one line `sockscope: message` on stderr."""
         self.stderr.write(f"sockscope: {message}\n")

@@ -59,6 +59,7 @@ class Query(NamedTuple):
     netns: str | None = None
     proc_root: str | None = None  # None: $SOCKSCOPE_PROC or /proc
     where: Callable[[Socket], bool] | None = None
+    local_port: int | None = None  # only inet sockets bound to this port (filtered in the kernel)
 
 
 class Inventory(NamedTuple):
@@ -140,7 +141,7 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
     plan: list[_Job] = []
     for netid in (NetId.TCP, NetId.UDP, NetId.RAW):
         if netid in netids:
-            plan += [_inet_job(netid, af, query.states, label) for _fam, af in inet_families]
+            plan += [_inet_job(netid, af, query.states, label, query.local_port) for _fam, af in inet_families]
     if netids & UNIX_NETIDS and Family.UNIX in query.families:
         plan.append(_unix_job(query.states, label))
     if NetId.NETLINK in netids and Family.NETLINK in query.families:
@@ -154,7 +155,11 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
     # The kernel filtered states already (where it could); check again, at C speed.
     allowed = {state for state, number in STATE_NUMBERS.items() if query.states >> number & 1}
     found = list(compress(found, map(allowed.__contains__, map(itemgetter(2), found))))
-    return list(compress(found, map(netids.__contains__, map(itemgetter(0), found))))
+    found = list(compress(found, map(netids.__contains__, map(itemgetter(0), found))))
+    if query.local_port is not None:  # the /proc fallback cannot filter: check every source here
+        port = query.local_port
+        found = [s for s in found if s.netid not in _PROTOCOLS or (s.netid is not NetId.RAW and s.local.port == port)]  # type: ignore[union-attr]
+    return found
 
 
 def _same(found: list[Socket]) -> list[Socket]:
@@ -178,14 +183,15 @@ def _proc_file(name: str, parse: Callable[[str, str], list[Socket]]) -> Callable
     return fallback
 
 
-def _inet_job(netid: NetId, af: int, states: int, label: str | None) -> _Job:
+def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port: int | None) -> _Job:
     protocol = _PROTOCOLS[netid]
     addresses = diag.AddressText()
     kind = _PROC_FILES[netid]
     name = kind + ("6" if af == socket.AF_INET6 else "")
+    port = None if netid is NetId.RAW else local_port  # a raw socket's "port" is its protocol
     return _Job(
         f"netlink inet_diag {name}",
-        diag.inet_request(af, protocol, states),
+        diag.inet_request(af, protocol, states, local_port=port),
         lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label),
         _proc_file(name, lambda text, path: procnet.parse_inet(text, kind, path, label)),
     )

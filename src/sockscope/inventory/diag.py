@@ -58,14 +58,68 @@ def request(payload: bytes, seq: int = 1) -> bytes:
     return _HEADER.pack(_HEADER.size + len(payload), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
 
 
-def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes:
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+_BC_OP = struct.Struct("=BBH")  # inet_diag_bc_op: code, yes (bytes to skip on true), no (on false)
+
+
+def local_port_bytecode(port: int) -> bytes:
+    """Give an inet_diag filter program keeping sockets whose local port is `port`.
+
+    Two range tests (S_GE, then S_LE), each followed by the operand op that carries the port
+    in its `no` field. A socket matches when the program runs exactly to its end; a failed test
+    jumps 4 bytes past the end. (S_GE/S_LE are in every kernel with inet_diag; S_EQ needs 4.16.)
+    """
+    return _BC_OP.pack(INET_DIAG_BC_S_GE, 8, 16 + 4) + _BC_OP.pack(0, 0, port) + _BC_OP.pack(INET_DIAG_BC_S_LE, 8, 8 + 4) + _BC_OP.pack(0, 0, port)
+
+
+def inet_request(family: int, protocol: int, states: int, ext: int = 0, local_port: int | None = None) -> bytes:
     """Give an inet_diag_req_v2 dump request for one family and protocol and a state mask.
 
     For raw sockets the pad byte is `sdiag_raw_protocol`, and only IPPROTO_RAW there means
-    "raw sockets of every protocol"; with 0 the kernel matches none.
+    "raw sockets of every protocol"; with 0 the kernel matches none. With `local_port`, the
+    kernel itself keeps only the sockets bound to that port (a bytecode filter).
     """
     raw_protocol = socket.IPPROTO_RAW if protocol == socket.IPPROTO_RAW else 0
-    return request(struct.pack("=BBBBI48x", family, protocol, ext, raw_protocol, states))
+    body = struct.pack("=BBBBI48x", family, protocol, ext, raw_protocol, states)
+    if local_port is not None:
+        program = local_port_bytecode(local_port)
+        body += _ATTR.pack(_ATTR.size + len(program), INET_DIAG_REQ_BYTECODE) + program
+    return request(body)
+
+
+SOCK_DESTROY = 21
+NLM_F_ACK = 0x4
+
+
+def inet_ids(chunk: bytes, spans: Iterable[Span]) -> dict[int, tuple[int, int, bytes]]:
+    """Give inode -> (family, state, inet_diag_sockid bytes) for inet_diag replies: what
+    SOCK_DESTROY needs to name one socket exactly (ports, addresses, interface, cookie)."""
+    ids = {}
+    for message in messages(chunk, spans):
+        if len(message) < _HEADER.size + _INET_MSG_SIZE:
+            raise DecodeError(f"netlink inet_diag reply: message of {len(message)} bytes is shorter than inet_diag_msg")
+        family, state = message[16], message[17]
+        inode = struct.unpack_from("=I", message, _HEADER.size + 68)[0]
+        ids[inode] = (family, state, bytes(message[_HEADER.size + 4 : _HEADER.size + 52]))
+    return ids
+
+
+def destroy_request(family: int, protocol: int, state: int, sockid: bytes) -> bytes:
+    """Give a SOCK_DESTROY request closing the one socket `sockid` names (like `ss -K`)."""
+    body = struct.pack("=BBBBI", family, protocol, 0, 0, 1 << state) + sockid
+    return _HEADER.pack(_HEADER.size + len(body), SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 1, 0) + body
+
+
+def ack_error(reply: bytes) -> int:
+    """Give the errno of a netlink acknowledgement (0: done); DecodeError when it is not one."""
+    if len(reply) < _HEADER.size + 4:
+        raise DecodeError(f"netlink acknowledgement: {len(reply)} bytes is too short")
+    kind = _HEADER.unpack_from(reply, 0)[1]
+    if kind != NLMSG_ERROR:
+        raise DecodeError(f"netlink acknowledgement: message type {kind}, not NLMSG_ERROR")
+    return -int(_ERRNO.unpack_from(reply, _HEADER.size)[0])
 
 
 def unix_request(states: int) -> bytes:

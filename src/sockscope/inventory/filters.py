@@ -63,6 +63,7 @@ class Filter:
     states: frozenset[State] | None
     needs_owners: bool
     text: str
+    selects: bool = False  # more than states: addresses, ports, processes...
 
 
 def tokenize(text: str) -> list[str]:
@@ -92,10 +93,11 @@ def compile_filter(words: Sequence[str], service_port: Callable[[str], int | Non
     predicate = parser.expression() if parser.more() else None
     if parser.more():
         raise parser.error("expected 'and', 'or' or the end of the filter")
+    selects = predicate is not None
     if states is not None:
         state_test = _state_test(states)
         predicate = state_test if predicate is None else _and(state_test, predicate)
-    return Filter(predicate, states, parser.needs_owners, text)
+    return Filter(predicate, states, parser.needs_owners, text, selects)
 
 
 def _state_test(states: frozenset[State]) -> Predicate:

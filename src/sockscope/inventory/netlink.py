@@ -13,18 +13,28 @@ from . import diag
 _RECV_SIZE = 1 << 17
 
 
+def _open(source: str) -> socket.socket:
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, diag.NETLINK_SOCK_DIAG)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise PermissionDenied(f"{source}: not allowed to open a netlink socket ({exc.strerror})") from None
+        raise SourceUnavailable(f"{source}: no netlink sock_diag here ({exc.strerror})") from None
+
+
+def command(request: bytes, source: str) -> int:
+    """Send one request that the kernel acknowledges (SOCK_DESTROY); give its errno (0: done)."""
+    with _open(source) as sock:
+        sock.sendto(request, (0, 0))
+        return diag.ack_error(sock.recv(65536))
+
+
 def dump(request: bytes, source: str) -> Iterator[tuple[bytes, list[diag.Span]]]:
     """Yield each reply chunk of a sock_diag dump with its message spans, until the dump ends.
 
     Raises SourceUnavailable when this kernel has no sock_diag (or not for that family).
     """
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, diag.NETLINK_SOCK_DIAG)
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            raise PermissionDenied(f"{source}: not allowed to open a netlink socket ({exc.strerror})") from None
-        raise SourceUnavailable(f"{source}: no netlink sock_diag here ({exc.strerror})") from None
-    with sock:
+    with _open(source) as sock:
         sock.sendto(request, (0, 0))
         while True:
             try:

@@ -207,6 +207,115 @@ def scan(proc_root: str = "/proc", wanted: Collection[int] | None = None, pids: 
     return Scanner(proc_root, pids).finish(wanted)
 
 
+def _process_sockets(proc_root: str, pid: int) -> list[tuple[int, int]] | None:
+    """Give (inode, fd) of every socket a process holds; None when we may not look."""
+    try:
+        fd_dir = os.open(f"{proc_root}/{pid}/fd", _DIR_FLAGS)
+    except PermissionError:
+        return None
+    except OSError:
+        return []  # gone, or a kernel thread
+    try:
+        found = array.array("q")
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            return []
+        _read_task((pid, fd_dir, names), found)
+    finally:
+        os.close(fd_dir)
+    return [(found[i], found[i + 2]) for i in range(0, len(found), 3)]
+
+
+def holds(proc_root: str, pid: int, inodes: Collection[int]) -> bool:
+    """Tell whether a process holds any of the socket inodes right now."""
+    sockets = _process_sockets(proc_root, pid)
+    return bool(sockets) and any(inode in inodes for inode, _fd in sockets or ())
+
+
+def stat_fields(proc_root: str, pid: int) -> list[str] | None:
+    """Give the fields of /proc/<pid>/stat after the command name (field 3 on), or None."""
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def parent_pids(proc_root: str, pids: Iterable[int]) -> dict[int, int]:
+    """Give pid -> parent pid for the processes still there."""
+    parents = {}
+    for pid in pids:
+        fields = stat_fields(proc_root, pid)
+        if fields is not None and len(fields) > 1 and fields[1].isdigit():
+            parents[pid] = int(fields[1])
+    return parents
+
+
+def find_holders(wanted: Collection[int], proc_root: str = "/proc", likely_uids: Collection[int] = ()) -> OwnerScan:
+    """Give every process holding the `wanted` socket inodes, reading as few processes as it can.
+
+    The processes most likely to hold them are read first (those running as one of
+    `likely_uids`, the sockets' creators; then those with fewer open files), and the search
+    stops once every wanted socket has a holder and the relatives of the holders (parents and
+    children, which share sockets through fork) have been read too. A socket passed to an
+    unrelated process over a unix socket is not looked for: `scan()` reads every process.
+    """
+    remaining = set(wanted)
+    me = os.getpid()
+    try:
+        pids = [int(name) for name in os.listdir(proc_root) if name.isdigit() and int(name) != me]
+    except OSError:
+        pids = []
+    uids = set(likely_uids)
+
+    def priority(pid: int) -> tuple[bool, int]:
+        try:
+            uid = os.stat(f"{proc_root}/{pid}").st_uid
+            files = os.stat(f"{proc_root}/{pid}/fd").st_size  # the number of open files (Linux 6.2+), else 0
+        except OSError:
+            return (True, 1 << 40)
+        return (uid not in uids, files)
+
+    found = array.array("q")
+    denied = 0
+    read: set[int] = set()
+
+    def read_process(pid: int) -> None:
+        nonlocal denied
+        read.add(pid)
+        sockets = _process_sockets(proc_root, pid)
+        if sockets is None:
+            denied += 1
+            return
+        for inode, fd in sockets:
+            if inode in wanted:
+                found.extend((inode, pid, fd))
+                remaining.discard(inode)
+
+    for pid in sorted(pids, key=priority):
+        if not remaining:
+            break
+        read_process(pid)
+    holders = set(found[1::3])
+    if holders:
+        parents = parent_pids(proc_root, pids)
+        children: dict[int, list[int]] = {}
+        for child, parent in parents.items():
+            children.setdefault(parent, []).append(child)
+        todo = list(holders)
+        while todo:
+            pid = todo.pop()
+            for relative in [*children.get(pid, ()), parents.get(pid, 0)]:
+                if relative > 0 and relative not in read:
+                    before = len(found)
+                    read_process(relative)
+                    if len(found) > before:
+                        todo.append(relative)
+    return OwnerScan(group_owners(found, proc_root), denied)
+
+
 _names: dict[tuple[str, int], str] = {}
 _users: dict[tuple[str, int], str] = {}
 _uid_names: dict[int, str] = {}

@@ -1,0 +1,1 @@
+"""Sockets in action: addresses, the server, the client."""
