@@ -96,10 +96,16 @@ def test_table_text_equals_the_python_table(case: tuple[list[str], list[bool], l
 endpoints = st.builds(Endpoint, st.sampled_from(["127.0.0.1", "::1", "10.1.2.3", "fe80::1%eth0", "0.0.0.0"]), st.integers(0, 65535))
 
 
+owner_sets = st.one_of(
+    st.none(), st.lists(st.builds(Owner, st.integers(1, 2**22), st.text(max_size=6), st.integers(0, 2**20), st.text(max_size=6)), max_size=3).map(tuple)
+)
+
+
 @settings(max_examples=200)
-@given(st.lists(st.tuples(endpoints, endpoints), max_size=20), st.booleans())
-def test_inet_columns_equal_the_python_text(ends: list[tuple[Endpoint, Endpoint]], named: bool) -> None:
-    sockets = [Socket(NetId.TCP, Family.INET, State.ESTAB, 0, 0, local, peer, 1, 0, None, (Owner(1, "x", 3, "root"),)) for local, peer in ends]
+@given(st.lists(st.tuples(endpoints, endpoints, owner_sets), max_size=20), st.booleans())
+def test_inet_and_owner_columns_equal_the_python_text(rows: list[tuple[Endpoint, Endpoint, tuple[Owner, ...] | None]], named: bool) -> None:
+    sockets = [Socket(NetId.TCP, Family.INET, State.ESTAB, 0, 0, local, peer, 1, 0, None, owners) for local, peer, owners in rows]
+    ends = [(local, peer) for local, peer, _owners in rows]
     names = {22: "ssh", 0: "zero", 80: ""} if named else None
     drawn = []
     for accel in (fast, None):

@@ -263,7 +263,39 @@ typedef struct {
     PyObject **parts[2];
     Py_ssize_t width;
     int right;
+    int owners; /* cells are tuples of Owner (pid, name, fd, user), drawn name(pid=P,fd=F,user=U),... */
 } Column;
+
+/* Measure (b == NULL) or draw an owners cell; 1: not an owners tuple (take the Python path). */
+static int owners_cell(PyObject *owners, Buf *b, Py_ssize_t *width) {
+    *width = 0;
+    if (owners == Py_None) return 0;
+    if (!PyTuple_Check(owners)) return 1;
+    Py_ssize_t n = PyTuple_GET_SIZE(owners);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *owner = PyTuple_GET_ITEM(owners, i);
+        if (!PyTuple_Check(owner) || PyTuple_GET_SIZE(owner) != 4) return 1;
+        Cell parts[4];
+        for (int k = 0; k < 4; k++) {
+            PyObject *item = PyTuple_GET_ITEM(owner, k);
+            int bad = (k == 0 || k == 2) ? !PyLong_CheckExact(item) : !PyUnicode_Check(item);
+            int got = bad ? 1 : cell_of(item, &parts[k]);
+            if (got != 0) {
+                for (int j = 0; j < k; j++) Py_XDECREF(parts[j].keep);
+                return got;
+            }
+        }
+        *width += (i ? 1 : 0) + parts[1].width + 5 + parts[0].width + 4 + parts[2].width + 6 + parts[3].width + 1;
+        int failed = 0;
+        if (b != NULL)
+            failed = (i && buf_put(b, ",", 1)) || buf_put(b, parts[1].s, (size_t)parts[1].n) || buf_put(b, "(pid=", 5) ||
+                     buf_put(b, parts[0].s, (size_t)parts[0].n) || buf_put(b, ",fd=", 4) || buf_put(b, parts[2].s, (size_t)parts[2].n) ||
+                     buf_put(b, ",user=", 6) || buf_put(b, parts[3].s, (size_t)parts[3].n) || buf_put(b, ")", 1);
+        for (int k = 0; k < 4; k++) Py_XDECREF(parts[k].keep);
+        if (failed) return -1;
+    }
+    return 0;
+}
 
 /* An inet endpoint column given as (sockets, index, hosts, names, star_zero): cells are
  * "addr:" (or "[v6]:") from the `hosts` cache and the port's text (a service name from
@@ -321,6 +353,14 @@ static int inet_column(PyObject *spec, Py_ssize_t nrow, Column *col, PyObject **
 }
 
 static int put_cell(Buf *b, Column *col, Py_ssize_t r, Py_ssize_t width) {
+    if (col->owners) {
+        Py_ssize_t used;
+        if (col->right) { /* measure first to pad on the left */
+            if (owners_cell(col->parts[0][r], NULL, &used) != 0 || buf_spaces(b, width - used)) return -1;
+        }
+        if (owners_cell(col->parts[0][r], b, &used) != 0) return -1;
+        return col->right ? 0 : buf_spaces(b, width - used);
+    }
     Cell cells[2];
     Py_ssize_t used = 0;
     int nparts = col->parts[1] ? 2 : 1;
@@ -340,8 +380,8 @@ static int put_cell(Buf *b, Column *col, Py_ssize_t r, Py_ssize_t width) {
 }
 
 /* table_text(titles, columns, right, header) -> str | None
- * A column is a list of str (or str subclass) or int cells, or an inet endpoint column spec
- * (see inet_column). Each column is as wide as its widest cell or title, right-aligned where
+ * A column is a list of str (or str subclass) or int cells, an inet endpoint column spec
+ * (see inet_column), or a 1-tuple holding a list of owner tuples (see owners_cell). Each column is as wide as its widest cell or title, right-aligned where
  * `right` says; the last column is not padded when left-aligned; one space between columns;
  * every line ends with "\n"; the header line has no trailing blanks. */
 static PyObject *table_text(PyObject *self, PyObject *args) {
@@ -357,7 +397,7 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
         if (PyList_Check(col)) {
             if (nrow >= 0 && PyList_GET_SIZE(col) != nrow) Py_RETURN_NONE;
             nrow = PyList_GET_SIZE(col);
-        } else if (!PyTuple_Check(col) || PyTuple_GET_SIZE(col) != 5 || !PyList_Check(PyTuple_GET_ITEM(col, 0))) {
+        } else if (!PyTuple_Check(col) || (PyTuple_GET_SIZE(col) != 5 && PyTuple_GET_SIZE(col) != 1) || !PyList_Check(PyTuple_GET_ITEM(col, 0))) {
             Py_RETURN_NONE;
         } else {
             Py_ssize_t n = PyList_GET_SIZE(PyTuple_GET_ITEM(col, 0));
@@ -380,6 +420,32 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
         col->right = PyObject_IsTrue(PyTuple_GET_ITEM(right, c));
         if (col->right < 0) goto done;
         col->width = PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(titles, c));
+        if (PyTuple_Check(given) && PyTuple_GET_SIZE(given) == 1 && PyList_Check(PyTuple_GET_ITEM(given, 0))) {
+            /* an owners column */
+            PyObject *list = PyTuple_GET_ITEM(given, 0);
+            if (PyList_GET_SIZE(list) != nrow) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            col->owners = 1;
+            col->parts[0] = PyMem_Malloc((size_t)(nrow ? nrow : 1) * sizeof(PyObject *));
+            if (col->parts[0] == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            memcpy(col->parts[0], PySequence_Fast_ITEMS(list), (size_t)nrow * sizeof(PyObject *));
+            for (Py_ssize_t r = 0; r < nrow; r++) {
+                Py_ssize_t width;
+                int got = owners_cell(col->parts[0][r], NULL, &width);
+                if (got < 0) goto done;
+                if (got > 0) {
+                    out = Py_NewRef(Py_None);
+                    goto done;
+                }
+                if (width > col->width) col->width = width;
+            }
+            continue;
+        }
         if (PyList_Check(given)) {
             col->parts[0] = PyMem_Malloc((size_t)(nrow ? nrow : 1) * sizeof(PyObject *));
             if (col->parts[0] == NULL) {

@@ -49,6 +49,15 @@ class InetCells(NamedTuple):
         return inet_texts(map(itemgetter(self.position), self.sockets), self.hosts, self.names, self.is_peer)
 
 
+class OwnerCells(NamedTuple):
+    """The Process column: each socket's owners (drawn by the C accelerator when it is there)."""
+
+    owners: list[tuple[Owner, ...] | None]
+
+    def texts(self) -> list[str]:
+        return list(map(OwnersText(), self.owners))
+
+
 class EndpointText:
     """Endpoint -> text as a person reads it: `10.0.0.1:ssh`, `[::1]:8080`, `0.0.0.0:*`, `/run/x.sock 1234`."""
 
@@ -114,7 +123,7 @@ def table(
     header: bool = True,
 ) -> None:
     """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
-    columns: list[tuple[str, list[Any] | InetCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
+    columns: list[tuple[str, list[Any] | InetCells | OwnerCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
     if netns:
         columns.append(("Netns", [s.netns or "-" for s in sockets], False))
     if netid:
@@ -130,16 +139,16 @@ def table(
         columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
         columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
     if processes:
-        columns.append(("Process", list(map(OwnersText(), map(itemgetter(10), sockets))), False))
+        columns.append(("Process", OwnerCells(list(map(itemgetter(10), sockets))), False))
     titles, cells, rights = zip(*columns, strict=True)
     fast = native.accel
     text = fast.table_text(titles, cells, rights, header) if fast is not None else None
     out.write(text if text is not None else table_text(titles, cells, rights, header))
 
 
-def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells], right: Sequence[bool], header: bool) -> str:
+def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool) -> str:
     """Give the aligned table as text: one space between columns, the last left-aligned one unpadded."""
-    columns = [cells.texts() if isinstance(cells, InetCells) else list(map(str, cells)) for cells in columns]
+    columns = [cells.texts() if isinstance(cells, InetCells | OwnerCells) else list(map(str, cells)) for cells in columns]
     widths = [max(len(title), max(map(len, cells), default=0)) for title, cells in zip(titles, columns, strict=True)]
     parts = [f"{{:{'>' if r else '<'}{width}}}" for r, width in zip(right, widths, strict=True)]
     if not right[-1]:

@@ -55,47 +55,82 @@ def group_owners(triples: array.array[int], proc_root: str) -> dict[int, tuple[O
     return holders
 
 
-class _Plan:
-    """The descriptor directories to read, cut into tasks of at most TASK_SIZE names."""
+PART_SIZE = 2048  # descriptors in one task of a big process
+Task = tuple[int, int, int]
+"""(pid, part, parts): read every `parts`-th descriptor of a process, starting at `part`."""
 
-    TASK_SIZE = 1024
 
-    def __init__(self, proc_root: str, pids: Iterable[int] | None) -> None:
+class _Worker:
+    """Reads tasks for one process (ours or the forked helper), listing each fd directory once."""
+
+    def __init__(self, proc_root: str) -> None:
+        self.proc_root = proc_root
+        self.found = array.array("q")
         self.denied = 0
-        self.tasks: list[tuple[int, int, list[str]]] = []  # (pid, fd directory, names)
-        self.dirs: list[int] = []
-        if pids is None:
-            try:
-                pids = [int(name) for name in os.listdir(proc_root) if name.isdigit()]
-            except OSError:
-                pids = []
-        me = os.getpid()
-        for pid in pids:
-            if pid == me:
-                continue
-            try:
-                fd_dir = os.open(f"{proc_root}/{pid}/fd", _DIR_FLAGS)
-            except PermissionError:
+        self.listed: dict[int, tuple[int, list[str]] | None] = {}
+
+    def read(self, task: Task) -> None:
+        """Append (inode, pid, fd) of every socket descriptor in one task to `found`."""
+        pid, part, parts = task
+        if pid in self.listed:
+            listed = self.listed[pid]
+        else:
+            listed = self.listed[pid] = self._list(pid, part)
+        if listed is None:
+            return
+        fd_dir, names = listed
+        _read_task((pid, fd_dir, names[part::parts] if parts > 1 else names), self.found)
+
+    def _list(self, pid: int, part: int) -> tuple[int, list[str]] | None:
+        try:
+            fd_dir = os.open(f"{self.proc_root}/{pid}/fd", _DIR_FLAGS)
+        except PermissionError:
+            if part == 0:  # count each process once, whichever worker meets it
                 self.denied += 1
-                continue
-            except OSError:
-                continue  # gone, or a kernel thread
-            self.dirs.append(fd_dir)
-            try:
-                names = os.listdir(fd_dir)
-            except OSError:
-                continue
-            for start in range(0, len(names), self.TASK_SIZE):
-                self.tasks.append((pid, fd_dir, names[start : start + self.TASK_SIZE]))
+            return None
+        except OSError:
+            return None  # gone, or a kernel thread
+        try:
+            return fd_dir, os.listdir(fd_dir)
+        except OSError:
+            os.close(fd_dir)
+            return None
 
     def close(self) -> None:
-        for fd_dir in self.dirs:
-            os.close(fd_dir)
-        self.dirs = []
+        for listed in self.listed.values():
+            if listed is not None:
+                os.close(listed[0])
+        self.listed = {}
+
+
+def _plan(proc_root: str, pids: Iterable[int] | None) -> tuple[list[Task], int]:
+    """Give the tasks (big processes cut into parts, biggest first) and the number of descriptors.
+
+    The size of /proc/<pid>/fd is its number of open files (Linux 6.2 and later; 0 before,
+    which only makes the plan less even).
+    """
+    if pids is None:
+        try:
+            pids = [int(name) for name in os.listdir(proc_root) if name.isdigit()]
+        except OSError:
+            pids = []
+    me = os.getpid()
+    sized = []
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            size = os.stat(f"{proc_root}/{pid}/fd").st_size
+        except OSError:
+            size = 0
+        sized.append((size, pid))
+    sized.sort(reverse=True)
+    tasks = [(pid, part, parts) for size, pid in sized for parts in [max(1, size // PART_SIZE)] for part in range(parts)]
+    return tasks, sum(size for size, _pid in sized)
 
 
 def _read_task(task: tuple[int, int, list[str]], out: array.array[int]) -> None:
-    """Append (inode, pid, fd) of every socket descriptor in one task to `out`."""
+    """Append (inode, pid, fd) of every socket descriptor among `names` to `out`."""
     pid, fd_dir, names = task
     readlink = os.readlink
     for name in names:
@@ -107,7 +142,7 @@ def _read_task(task: tuple[int, int, list[str]], out: array.array[int]) -> None:
             out.extend((int(link[8:-1]), pid, int(name)))
 
 
-def _steal(plan: _Plan, tasks_fd: int, out: array.array[int]) -> None:
+def _steal(tasks: list[Task], tasks_fd: int, worker: _Worker) -> None:
     """Take task numbers from the shared pipe until it is empty, reading each task."""
     while True:
         try:
@@ -116,7 +151,7 @@ def _steal(plan: _Plan, tasks_fd: int, out: array.array[int]) -> None:
             return
         if len(taken) < 4:
             return
-        _read_task(plan.tasks[int.from_bytes(taken, "little")], out)
+        worker.read(tasks[int.from_bytes(taken, "little")])
 
 
 class Scanner:
@@ -124,41 +159,39 @@ class Scanner:
 
     Reading /proc/<pid>/fd links costs microseconds each in the kernel; with tens of thousands
     of sockets that dominates `ls -p`. A helper process (not a thread: the GIL would serialise
-    the work) takes tasks from a pipe alongside us, so both cores read links.
+    the work) takes tasks from a pipe alongside us, so both cores list directories and read links.
     """
 
     MIN_PARALLEL = 4096  # below this many descriptors a helper costs more than it saves
 
     def __init__(self, proc_root: str = "/proc", pids: Iterable[int] | None = None, parallel: bool = True) -> None:
         self.proc_root = proc_root
-        self.plan = _Plan(proc_root, pids)
+        self.tasks, total = _plan(proc_root, pids)
+        self.worker = _Worker(proc_root)
         self.helper: int | None = None
         self.tasks_fd: int | None = None
         self.result_fd: int | None = None
-        total = sum(len(names) for _pid, _fd, names in self.plan.tasks)
         if parallel and total >= self.MIN_PARALLEL and (os.cpu_count() or 1) > 1 and threading.active_count() == 1:
             self._fork()
 
     def _fork(self) -> None:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        numbers = b"".join(index.to_bytes(4, "little") for index in range(len(self.plan.tasks)))
+        numbers = b"".join(index.to_bytes(4, "little") for index in range(len(self.tasks)))
         if len(numbers) > 65536:  # more than a pipe holds without a reader: do it alone
-            os.close(read_end)
-            os.close(write_end)
             return
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.write(write_end, numbers)
         os.close(write_end)
         os.set_blocking(read_end, False)
         result_read, result_write = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
-        if pid == 0:  # the helper: read tasks, send back (inode, pid, fd) triples, leave at once
+        if pid == 0:  # the helper: read tasks, send back the denied count and (inode, pid, fd) triples, leave at once
             code = 0
             try:
                 os.close(result_read)
-                found = array.array("q")
-                _steal(self.plan, read_end, found)
+                _steal(self.tasks, read_end, self.worker)
                 with open(result_write, "wb", closefd=True) as sink:
-                    sink.write(found.tobytes())
+                    sink.write(self.worker.denied.to_bytes(8, "little"))
+                    sink.write(self.worker.found.tobytes())
             except BaseException:
                 code = 1
             os._exit(code)
@@ -167,22 +200,25 @@ class Scanner:
 
     def finish(self, wanted: Collection[int] | None = None) -> OwnerScan:
         """Read what is left (with the helper), and give the holders of the `wanted` inodes."""
-        found = array.array("q")
+        worker = self.worker
         try:
             if self.tasks_fd is None:
-                for task in self.plan.tasks:
-                    _read_task(task, found)
+                for task in self.tasks:
+                    worker.read(task)
             else:
-                _steal(self.plan, self.tasks_fd, found)
+                _steal(self.tasks, self.tasks_fd, worker)
                 theirs = self._helper_result()
                 if theirs is None:  # the helper failed: read everything ourselves rather than lose owners
-                    found = array.array("q")
-                    for task in self.plan.tasks:
-                        _read_task(task, found)
+                    worker.close()
+                    worker = self.worker = _Worker(self.proc_root)
+                    for task in self.tasks:
+                        worker.read(task)
                 else:
-                    found.frombytes(theirs)
+                    worker.denied += int.from_bytes(theirs[:8], "little")
+                    worker.found.frombytes(theirs[8:])
         finally:
-            self.plan.close()
+            worker.close()
+        found = worker.found
         if wanted is not None:
             wanted_set = set(wanted)
             triples = iter(found)
@@ -191,7 +227,7 @@ class Scanner:
                 if triple[0] in wanted_set:
                     keep.extend(triple)
             found = keep
-        return OwnerScan(group_owners(found, self.proc_root), self.plan.denied)
+        return OwnerScan(group_owners(found, self.proc_root), worker.denied)
 
     def _helper_result(self) -> bytes | None:
         assert self.result_fd is not None and self.tasks_fd is not None and self.helper is not None
@@ -199,7 +235,7 @@ class Scanner:
             data = source.read()
         os.close(self.tasks_fd)
         _pid, status = os.waitpid(self.helper, 0)
-        return data if status == 0 and len(data) % 24 == 0 else None
+        return data if status == 0 and len(data) >= 8 and (len(data) - 8) % 24 == 0 else None
 
 
 def scan(proc_root: str = "/proc", wanted: Collection[int] | None = None, pids: Iterable[int] | None = None) -> OwnerScan:
