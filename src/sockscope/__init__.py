@@ -13,6 +13,11 @@ from .model import Endpoint, Family, NetId, Owner, Socket, State, UnixEndpoint
 if TYPE_CHECKING:
     from .inventory import list_sockets
     from .inventory.summary import summarize as summary
+    from .ports.free import free_ports
+    from .ports.kill import stop as kill
+    from .ports.services import lookup as lookup_services
+    from .ports.wait import wait_for
+    from .ports.who import who
 
 __version__ = "0.1.0"
 
@@ -27,19 +32,31 @@ __all__ = [
     "State",
     "UnixEndpoint",
     "__version__",
+    "free_ports",
+    "kill",
     "list_sockets",
+    "lookup_services",
     "summary",
+    "wait_for",
+    "who",
 ]
+
+# name -> (module, attribute), imported on first use so `import sockscope` (and --version) stay instant
+_LAZY = {
+    "list_sockets": ("inventory", "list_sockets"),
+    "summary": ("inventory.summary", "summarize"),
+    "who": ("ports.who", "who"),
+    "kill": ("ports.kill", "stop"),
+    "free_ports": ("ports.free", "free_ports"),
+    "wait_for": ("ports.wait", "wait_for"),
+    "lookup_services": ("ports.services", "lookup"),
+}
 
 
 def __getattr__(name: str) -> object:
-    # The inventory is imported on first use, so `import sockscope` (and --version) stay instant.
-    if name == "list_sockets":
-        from .inventory import list_sockets
+    if name in _LAZY:
+        import importlib
 
-        return list_sockets
-    if name == "summary":
-        from .inventory.summary import summarize
-
-        return summarize
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
     raise AttributeError(f"module 'sockscope' has no attribute {name!r}")
