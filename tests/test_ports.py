@@ -325,3 +325,16 @@ def test_services_by_number_name_glob_and_range() -> None:
 def test_services_builtin_table_without_etc_services() -> None:
     result = sockscope("services", "https", "--json", env={"SOCKSCOPE_SERVICES": "/nonexistent"})
     assert {r["port"] for r in json.loads(result.stdout)} == {443}
+
+
+def test_wait_keeps_trying_a_name_that_does_not_resolve_yet(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sockscope.errors import UsageError
+    from sockscope.net.address import parse_address
+    from sockscope.ports import wait
+
+    def unresolvable(_address, passive=False):  # type: ignore[no-untyped-def]  # no DNS query leaves the host
+        raise UsageError("cannot resolve host 'db': Name or service not known")
+
+    monkeypatch.setattr(wait, "resolve", unresolvable)
+    result = wait.wait_for([parse_address("db:5432")], timeout=0.3, interval=0.1)
+    assert result.up == [] and "cannot resolve" in result.down[0][1]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
+from ..errors import SockscopeError
 from ..net.address import Address, resolve
 
 
@@ -50,6 +51,8 @@ def _probe(pending: list[Address], timeout: float, errors: dict[Address, str]) -
                     selector.register(sock, selectors.EVENT_WRITE, address)
             except OSError as exc:
                 errors[address] = exc.strerror or str(exc)
+            except SockscopeError as exc:  # a name that does not resolve (yet): keep trying
+                errors[address] = exc.message
         deadline = time.monotonic() + timeout
         while selector.get_map() and (left := deadline - time.monotonic()) > 0:
             for key, _events in selector.select(left):
