@@ -44,43 +44,39 @@ def parse_entries(text: str) -> list[Service]:
     return found
 
 
+_loaded: dict[str, list[Service]] = {}
+
+
 def entries(path: str | None = None) -> list[Service]:
-    """Give the entries of `path` (default /etc/services), or of the built-in table when unreadable."""
-    try:
-        with open(path or SERVICES_FILE, encoding="utf-8", errors="replace") as handle:
-            return parse_entries(handle.read())
-    except OSError:
-        return [Service(name, port, proto) for (port, proto), name in BUILTIN.items()]
-
-
-def parse(text: str) -> dict[tuple[int, str], str]:
-    """Give (port, protocol) -> name from the text of a services(5) file; the first name wins."""
-    table: dict[tuple[int, str], str] = {}
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) < 2 or "/" not in fields[1]:
-            continue
-        port, _, proto = fields[1].partition("/")
-        if port.isdigit() and 0 <= int(port) <= 65535:
-            table.setdefault((int(port), proto.lower()), fields[0])
-    return table
-
-
-_loaded: dict[str, dict[tuple[int, str], str]] = {}
-
-
-def table(path: str | None = None) -> dict[tuple[int, str], str]:
-    """Give the services table of `path` (default /etc/services), or the built-in one when unreadable."""
+    """Give the entries of `path` (default /etc/services), or of the built-in table when unreadable; read once."""
     path = path or SERVICES_FILE
     found = _loaded.get(path)
     if found is None:
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
-                found = parse(handle.read())
+                found = parse_entries(handle.read())
         except OSError:
-            found = dict(BUILTIN)
+            found = [Service(name, port, proto) for (port, proto), name in BUILTIN.items()]
         _loaded[path] = found
     return found
+
+
+def first_names(found: list[Service]) -> dict[tuple[int, str], str]:
+    """Give (port, protocol) -> name; the first entry for a port wins."""
+    table: dict[tuple[int, str], str] = {}
+    for entry in found:
+        table.setdefault((entry.port, entry.proto), entry.name)
+    return table
+
+
+def parse(text: str) -> dict[tuple[int, str], str]:
+    """Give (port, protocol) -> name from the text of a services(5) file; the first name wins."""
+    return first_names(parse_entries(text))
+
+
+def table(path: str | None = None) -> dict[tuple[int, str], str]:
+    """Give the services table of `path` (default /etc/services), or the built-in one when unreadable."""
+    return first_names(entries(path))
 
 
 def by_port(proto: str, path: str | None = None) -> dict[int, str]:

@@ -58,12 +58,6 @@ def start_time(proc_root: str, pid: int) -> float | None:
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def start_ticks(proc_root: str, pid: int) -> int | None:
-    """Give a process's start time in clock ticks since boot: with the pid, it names one process for sure."""
-    fields = stat_fields(proc_root, pid)
-    return int(fields[19]) if fields is not None and len(fields) > 19 and fields[19].isdigit() else None
-
-
 # cgroup path patterns of container runtimes: (runtime, regex whose group 1 is the id or name)
 _CONTAINERS = (
     ("docker", re.compile(r"docker[-/]([0-9a-f]{12,64})")),
