@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "free": "free",
     "wait": "wait",
     "services": "services",
+    "serve": "serve",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
