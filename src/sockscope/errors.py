@@ -68,3 +68,9 @@ class AddressInUse(SockscopeError):
     """The address is taken; the message says by whom when that can be known."""
 
     exit_code = ExitCode.ADDRESS_IN_USE
+
+
+class ConnectFailed(SockscopeError):
+    """Nothing answered: a connection refused, timed out or reset, a unix socket file missing."""
+
+    exit_code = ExitCode.NOTHING_FOUND

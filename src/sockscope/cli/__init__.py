@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "wait": "wait",
     "services": "services",
     "serve": "serve",
+    "connect": "connect",
+    "listen": "listen",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
