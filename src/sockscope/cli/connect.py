@@ -90,8 +90,7 @@ def _zero_io(args: argparse.Namespace, env: Environment) -> int:
     from ..net.client import probe
     from ..ports.free import parse_range
 
-    kind = "udp" if args.udp else "tcp"
-    first = parse_address(args.target, default_host="127.0.0.1", default_kind=kind, port_required=False)
+    first = parse_address(args.target, default_host="127.0.0.1", default_kind=default_kind(args), port_required=False)
     addresses = [first] if first.port is not None or first.is_unix else []
     for text in args.ports:
         low, high = parse_range(text)
