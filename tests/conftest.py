@@ -42,3 +42,8 @@ def sockscope(*args: str, env: dict[str, str] | None = None, user: str | None = 
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def sockscope_bytes(*args: str, data: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """Run the command with `data` on standard input; stdout and stderr as bytes."""
+    return subprocess.run([sys.executable, "-m", "sockscope", *args], input=data, capture_output=True, timeout=timeout, check=False)

@@ -161,6 +161,8 @@ def open_unix(address: Address, *, backlog: int, narrate: Narrate | None) -> soc
             syscall(narrate, f"unlink({name!r})", lambda: os.unlink(name))
     sock = _new_socket(socket.AF_UNIX, kind, narrate)
     try:
+        if kind == socket.SOCK_DGRAM:  # senders' credentials ride along from the very first datagram
+            _setopt(sock, socket.SOL_SOCKET, socket.SO_PASSCRED, "SOL_SOCKET", "SO_PASSCRED", narrate)
         try:
             syscall(narrate, f"bind(fd {sock.fileno()}, {shown})", lambda: sock.bind(name))
         except OSError as exc:

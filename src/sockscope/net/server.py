@@ -557,8 +557,6 @@ class DatagramServer:
         self.unix = sock.family == socket.AF_UNIX
         self.forget_after = hub.settings.idle_timeout or 60.0
         self.unreplyable_told = False
-        if self.unix:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
