@@ -1,6 +1,6 @@
 """The anchor of bench/echo.py: the barest asyncio Protocol echo server, on uvloop when installed.
 
-    python bench/bare_echo.py PORT [--asyncio]
+python bench/bare_echo.py PORT [--asyncio]
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def main() -> None:
             for name, command in servers(port).items():
                 process = start(command, port)
                 try:
-                    out = subprocess.run([load, "127.0.0.1", str(port), str(args.conns), str(args.size), str(args.seconds)], capture_output=True, text=True, check=True)
+                    load_command = [load, "127.0.0.1", str(port), str(args.conns), str(args.size), str(args.seconds)]
+                    out = subprocess.run(load_command, capture_output=True, text=True, check=True)
                 finally:
                     stop(process)
                 results[name].append(float(out.stdout))

@@ -9,6 +9,7 @@ A bare port means the default host (loopback unless a command says otherwise).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any, Literal, NamedTuple
 
@@ -93,6 +94,11 @@ def parse_address(text: str, *, default_host: str = "127.0.0.1", default_kind: K
     else:
         host, _sep, port_text = spec.rpartition(":") if ":" in spec else (spec, "", "")
     host = host or default_host
+    if host.replace(".", "").isdigit() and host.count(".") == 3:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UsageError(f"{text!r}: {host} is not an IPv4 address (each of the four numbers is 0-255)") from None
     if not port_text:
         if port_required:
             raise UsageError(f"{text!r}: no port (write HOST:PORT)")
