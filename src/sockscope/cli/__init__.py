@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "connect": "connect",
     "listen": "listen",
+    "scan": "scan",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import socket
 import struct
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import UsageError
+from ..resources import raise_file_limit
 from .address import Address
 from .listeners import Narrate, open_inet, open_unix, sockaddr_text
 
@@ -103,17 +103,6 @@ def tls_context(cert: str, key: str) -> Any:
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot load the TLS certificate {cert!r} and key {key!r}: {exc}") from None
     return context
-
-
-def raise_file_limit(wanted: int) -> int:
-    """Raise the soft open-file limit towards `wanted` (as far as the hard limit allows); give the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if target > soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            return target
-    return soft
 
 
 def peer_text(peername: Any) -> str:

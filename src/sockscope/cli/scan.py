@@ -1,0 +1,175 @@
+"""`sockscope scan TARGETS`: which ports are open (TCP connect scan)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from ..errors import ExitCode, UsageError
+from .environment import Environment
+
+
+def add_parser(commands: Any) -> None:
+    """Add `scan` to the command parsers."""
+    p = commands.add_parser(
+        "scan",
+        help="which ports are open on hosts (TCP connect scan, like nmap -sT)",
+        description="Scan TCP ports of hosts with non-blocking connects (no privilege needed). Open ports are closed "
+        "with a reset, so no TIME-WAIT is left behind. Only open ports are listed unless --all.",
+        epilog="Targets: 127.0.0.1, ::1, example.org, 10.0.0.0/24, 10.0.0.1-20, -iL FILE. Ports: -p 22,80,8000-8100, -p- "
+        "(all), -p http,ssh; default: the 1000 most often open (--top-ports N). Ctrl-C prints what was found and exits 130.",
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="addresses, host names, CIDR blocks, ranges")
+    p.add_argument("-iL", "--input-list", metavar="FILE", help="read targets from FILE ('-': standard input)")
+    p.add_argument("--exclude", action="append", default=[], metavar="TARGETS", help="leave these out (comma-separated)")
+    p.add_argument("-p", "--ports", metavar="SPEC", help="ports: 22,80,8000-8100, - for all, T:/U: prefixes")
+    p.add_argument("--top-ports", type=int, metavar="N", help="the N most often open ports (default 1000)")
+    p.add_argument("--all", action="store_true", help="list closed and filtered ports too")
+    p.add_argument("--timeout", type=float, metavar="S", help="longest wait for one connect (default: adaptive, 0.1-10 s)")
+    p.add_argument("--retries", type=int, default=1, metavar="N", help="tries again after no answer (default 1)")
+    p.add_argument("--rate", type=float, metavar="N", help="at most N connects per second")
+    p.add_argument("--concurrency", type=int, default=2048, metavar="N", help="connects in flight at once (default 2048)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the work (default: one per core for large scans)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON document (the contract in ARCHITECTURE.md)")
+    out.add_argument("--jsonl", action="store_true", help="JSON Lines, one per port as found")
+    out.add_argument("--csv", action="store_true", help="CSV: host,port,proto,state,reason,service")
+
+
+def _progress(env: Environment) -> Any:
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        elapsed = max(1e-6, time.monotonic() - started)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate else 0.0
+        sys.stderr.write(f"\r{done}/{total} ports  {rate:,.0f}/s  ETA {eta:.1f}s   ")
+        if done == total:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+        sys.stderr.flush()
+
+    return show
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    """Scan and print."""
+    from ..scan import Timing, hosts, parse_ports, scan, top_ports
+    from ..scan.targets import read_list
+
+    targets = list(args.targets) + (read_list(args.input_list) if args.input_list else [])
+    if not targets:
+        raise UsageError("no targets: give addresses, names, CIDR blocks or -iL FILE")
+    if args.ports and args.top_ports:
+        raise UsageError("-p and --top-ports exclude each other")
+    ports = parse_ports(args.ports) if args.ports else top_ports(args.top_ports or 1000)
+    for name in ("retries", "concurrency"):
+        if getattr(args, name) < (0 if name == "retries" else 1):
+            raise UsageError(f"--{name} is too small")
+    if (args.timeout is not None and args.timeout <= 0) or (args.rate is not None and args.rate <= 0):
+        raise UsageError("--timeout and --rate must be more than 0")
+    timing = Timing(concurrency=args.concurrency, retries=args.retries, rate=args.rate)
+    if args.timeout:
+        timing = timing._replace(initial_timeout=args.timeout, max_timeout=args.timeout, min_timeout=min(timing.min_timeout, args.timeout))
+    found_hosts = hosts(targets, args.exclude)
+    on_port = None
+    if args.jsonl:
+        import json
+
+        def on_port(host: Any, state: Any) -> None:
+            if args.all or state.state == "open":
+                record = {"address": host.address, "name": host.name, **state._asdict()}
+                env.stdout.write(json.dumps(record) + "\n")
+
+    progress = _progress(env) if env.is_tty and sys.stderr.isatty() and not (args.json or args.jsonl or args.csv) else None
+    report = scan(found_hosts, ports, timing, workers=args.workers, on_port=on_port, progress=progress)
+    if progress is not None:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    if args.json:
+        env.stdout.write(_json(report, args.all) + "\n")
+    elif args.csv:
+        env.stdout.write(_csv(report, args.all))
+    elif not args.jsonl:
+        env.stdout.write(_table(report, args.all))
+    if report.interrupted:
+        env.error("interrupted: the ports above are what was found so far")
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+def _listed(ports: list[Any], everything: bool) -> list[Any]:
+    return [p for p in ports if everything or p.state in ("open", "open|filtered")]
+
+
+def _not_shown(ports: list[Any], everything: bool) -> dict[str, int]:
+    if everything:
+        return {}
+    return dict(Counter(p.state for p in ports if p.state not in ("open", "open|filtered")))
+
+
+def _port_record(p: Any) -> dict[str, Any]:
+    return {"port": p.port, "proto": p.proto, "state": p.state, "reason": p.reason, "service": p.service, "banner": p.banner}
+
+
+def _json(report: Any, everything: bool) -> str:
+    import json
+
+    document = {
+        "scan": {
+            "kind": report.kind,
+            "ports": report.ports,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.started)),
+            "seconds": round(report.seconds, 3),
+            "interrupted": report.interrupted,
+        },
+        "hosts": [
+            {
+                "address": host.address,
+                "name": host.name,
+                "ports": [
+                    {"port": p.port, "proto": p.proto, "state": p.state, "reason": p.reason, "service": p.service, "banner": p.banner}
+                    for p in _listed(host.ports, everything)
+                ],
+                "not_shown": _not_shown(host.ports, everything),
+            }
+            for host in report.hosts
+        ],
+    }
+    return json.dumps(document)
+
+
+def _csv(report: Any, everything: bool) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["host", "port", "proto", "state", "reason", "service"])
+    for host in report.hosts:
+        for p in _listed(host.ports, everything):
+            writer.writerow([host.address, p.port, p.proto, p.state, p.reason, p.service or ""])
+    return buffer.getvalue()
+
+
+def _table(report: Any, everything: bool) -> str:
+    lines = []
+    for host in report.hosts:
+        shown = f"{host.name} ({host.address})" if host.name else host.address
+        lines.append(f"sockscope scan report for {shown}")
+        hidden = _not_shown(host.ports, everything)
+        for state, count in sorted(hidden.items(), key=lambda item: -item[1]):
+            reasons = Counter(p.reason for p in host.ports if p.state == state)
+            reason_text = ", ".join(f"{r}" if len(reasons) == 1 else f"{n} {r}" for r, n in reasons.most_common())
+            lines.append(f"Not shown: {count} {state} tcp ports ({reason_text})")
+        listed = _listed(host.ports, everything)
+        if listed:
+            lines.append(f"{'PORT':<10} {'STATE':<14} SERVICE")
+            lines += [f"{f'{p.port}/{p.proto}':<10} {p.state:<14} {p.service or ''}".rstrip() for p in listed]
+        elif not hidden:
+            lines.append("no ports answered")
+        lines.append("")
+    count = len(report.hosts)
+    lines.append(f"Scanned {count} host{'s' if count != 1 else ''}, {report.ports} ports each, in {report.seconds:.2f}s")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,233 @@
+"""The TCP connect scan: non-blocking connects watched by epoll, many at once.
+
+A connect that the kernel answers at once (loopback, local addresses) is classified on the spot
+and its socket reused when refused (a refused socket is reset by one more connect, which fails
+with ECONNABORTED and returns it to the unconnected state). Open ports are closed with an RST
+(SO_LINGER 0), so no TIME-WAIT is left behind; a connection to itself (the kernel picked the
+target port as the source port, possible inside the ephemeral range) is retried, never "open".
+Running out of ports or descriptors (EADDRNOTAVAIL, EAGAIN, EMFILE) slows the scan down and
+retries the port: it never turns into "closed".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from ..errors import SockscopeError
+
+RST_LINGER = struct.pack("ii", 1, 0)
+_SLOW_DOWN = {errno.EADDRNOTAVAIL, errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_UNREACHABLE = {
+    errno.EHOSTUNREACH: "host-unreach",
+    errno.ENETUNREACH: "net-unreach",
+    errno.EACCES: "admin-prohibited",
+    errno.EPERM: "admin-prohibited",
+    errno.ETIMEDOUT: "no-response",
+}
+
+
+class Job(NamedTuple):
+    """One port of one host to try; `host` indexes the scan's host list."""
+
+    host: int
+    address: str
+    family: int
+    port: int
+
+
+class Found(NamedTuple):
+    """The answer for one port."""
+
+    host: int
+    port: int
+    state: str  # open, closed, filtered
+    reason: str  # syn-ack, conn-refused, no-response, host-unreach, net-unreach, admin-prohibited
+    rtt: float | None
+
+
+class Timing(NamedTuple):
+    """How hard and how patiently to scan."""
+
+    concurrency: int = 2048
+    initial_timeout: float = 1.0
+    min_timeout: float = 0.1
+    max_timeout: float = 10.0
+    retries: int = 1
+    rate: float | None = None  # connects per second
+
+
+class _Rtt:
+    """Smoothed round-trip time and its variation (RFC 6298), giving the timeout of new connects."""
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self.srtt: float | None = None
+        self.var = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.var = rtt, rtt / 2
+        else:
+            self.var = 0.75 * self.var + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def timeout(self) -> float:
+        if self.srtt is None:
+            return self.timing.initial_timeout
+        return min(self.timing.max_timeout, max(self.timing.min_timeout, self.srtt + 4 * self.var))
+
+
+def _rst_close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST_LINGER)
+    sock.close()
+
+
+def _is_self(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.getsockname()[:2] == sock.getpeername()[:2])
+    except OSError:
+        return False
+
+
+def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None]) -> None:
+    """Try every job; call `report` once per job with its answer. KeyboardInterrupt stops it cleanly."""
+    queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
+    inflight: dict[int, tuple[socket.socket, Job, int, float, float]] = {}  # fd -> sock, job, attempt, started, deadline
+    spare: dict[int, socket.socket] = {}
+    rtt = _Rtt(timing)
+    window = max(1, timing.concurrency)
+    poller = select.epoll()
+    interval = 1.0 / timing.rate if timing.rate else 0.0
+    next_launch = time.monotonic()
+    stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    sol, so_error = socket.SOL_SOCKET, socket.SO_ERROR
+    refused, inprogress, aborted = errno.ECONNREFUSED, errno.EINPROGRESS, errno.ECONNABORTED
+    try:
+        while queue or inflight:
+            now = time.monotonic()
+            launched = 0
+            while queue and len(inflight) < window:
+                if interval:
+                    if now < next_launch:
+                        break
+                    next_launch = max(next_launch + interval, now - 1.0)
+                job, attempt = queue.popleft()
+                sock = spare.pop(job.family, None)
+                if sock is None:
+                    try:
+                        sock = socket.socket(job.family, stream)
+                    except OSError as exc:
+                        if exc.errno in _SLOW_DOWN:
+                            queue.appendleft((job, attempt))
+                            window = max(1, min(window, len(inflight)) // 2)
+                            break
+                        raise SockscopeError(f"cannot make a socket: {exc.strerror}") from None
+                started = time.monotonic()
+                result = sock.connect_ex((job.address, job.port))
+                if result == inprogress:
+                    result = sock.getsockopt(sol, so_error)
+                    if result == 0:
+                        try:
+                            sock.getpeername()
+                        except OSError:  # still connecting: watch it
+                            poller.register(sock.fileno(), select.EPOLLOUT)
+                            inflight[sock.fileno()] = (sock, job, attempt, started, started + rtt.timeout())
+                            launched += 1
+                            continue
+                if result == refused:
+                    report(Found(job.host, job.port, "closed", "conn-refused", None))
+                    if sock.connect_ex((job.address, job.port)) == aborted:  # back to unconnected, ready to reuse
+                        spare[job.family] = sock
+                    else:
+                        sock.close()
+                elif result == 0:
+                    if _is_self(sock):
+                        queue.append((job, attempt))
+                    else:
+                        report(Found(job.host, job.port, "open", "syn-ack", None))
+                    _rst_close(sock)
+                else:
+                    sock.close()
+                    _settle(result, job, attempt, timing, queue, report, None)
+                    if result in _SLOW_DOWN:
+                        window = max(1, min(window, len(inflight) or 1) // 2)
+                        break
+            if not inflight:
+                if queue and interval:
+                    time.sleep(max(0.0, next_launch - time.monotonic()))
+                elif queue and len(inflight) >= window:
+                    time.sleep(0.005)
+                continue
+            now = time.monotonic()
+            oldest_deadline = next(iter(inflight.values()))[4]
+            wait = max(0.0, min(oldest_deadline - now, next_launch - now if interval and queue else 1.0))
+            if queue and len(inflight) < window and not interval:
+                wait = 0.0
+            for fd, _events in poller.poll(wait, 1024):
+                entry = inflight.pop(fd, None)
+                if entry is None:
+                    continue
+                sock, job, attempt, started, _deadline = entry
+                poller.unregister(fd)
+                result = sock.getsockopt(sol, so_error)
+                elapsed = time.monotonic() - started
+                if result == 0:
+                    if _is_self(sock):
+                        queue.append((job, attempt))
+                    else:
+                        rtt.sample(elapsed)
+                        report(Found(job.host, job.port, "open", "syn-ack", elapsed))
+                    _rst_close(sock)
+                    continue
+                sock.close()
+                if result == refused:
+                    rtt.sample(elapsed)
+                    report(Found(job.host, job.port, "closed", "conn-refused", elapsed))
+                else:
+                    _settle(result, job, attempt, timing, queue, report, elapsed)
+            now = time.monotonic()
+            while inflight:
+                fd, (sock, job, attempt, _started, deadline) = next(iter(inflight.items()))
+                if deadline > now:
+                    break
+                del inflight[fd]
+                poller.unregister(fd)
+                sock.close()
+                if attempt < timing.retries:
+                    queue.append((job, attempt + 1))
+                else:
+                    report(Found(job.host, job.port, "filtered", "no-response", None))
+            if window < timing.concurrency and not queue:
+                window = timing.concurrency
+            elif window < timing.concurrency:
+                window = min(timing.concurrency, window + 8)  # recover slowly after running short
+    finally:
+        for sock, *_rest in inflight.values():
+            sock.close()
+        for sock in spare.values():
+            sock.close()
+        poller.close()
+
+
+def _settle(result: int, job: Job, attempt: int, timing: Timing, queue: deque[tuple[Job, int]], report: Callable[[Found], None], elapsed: float | None) -> None:
+    """Classify an error answer: unreachable -> filtered; running short -> try again later."""
+    if result in _SLOW_DOWN:
+        queue.appendleft((job, attempt))
+        return
+    if result in _UNREACHABLE:
+        reason = _UNREACHABLE[result]
+        if reason == "no-response" and attempt < timing.retries:
+            queue.append((job, attempt + 1))
+            return
+        report(Found(job.host, job.port, "filtered", reason, elapsed))
+        return
+    raise SockscopeError(f"connect to {job.address} port {job.port} failed: {errno.errorcode.get(result, result)} ({result})")
