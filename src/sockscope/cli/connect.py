@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     address = parse_address(args.target, default_host="127.0.0.1", default_kind=default_kind(args))
     if (args.insecure or args.ca_file or args.server_name) and not args.tls:
         raise UsageError("--insecure, --ca-file and --server-name go with --tls")
-    if args.tls and address.socket_type == 2:
+    if args.tls and address.kind in ("udp", "unix-dgram"):
         raise UsageError("--tls needs a stream socket (tcp or unix)")
     tls = client_tls(args.insecure, args.ca_file) if args.tls else None
     sock = connect(address, args.timeout, tls, args.server_name)

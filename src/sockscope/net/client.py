@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ..errors import ConnectFailed, UsageError
 from .address import Address, resolve
-from .listeners import sockaddr_text
+from .listeners import peer_credentials, sockaddr_text
 
 CHUNK = 64 * 1024
 _UNIX_FAMILY = {"unix": socket.SOCK_STREAM, "unix-dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
@@ -190,9 +190,9 @@ def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: 
     sock.setblocking(False)
     datagram = sock.type in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)  # one message per input read
     # TLS has no half-close of its own: after input EOF it waits for the peer (or -q)
-    want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not isinstance(sock, ssl.SSLSocket)
     tls = isinstance(sock, ssl.SSLSocket)
-    selector = selectors.PollSelector()
+    want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not tls
+    selector = selectors.PollSelector()  # holds no descriptor of its own: nothing to close
     pending = bytearray()
     reading_input = not options.recv_only
     reading_peer = not options.send_only
@@ -214,28 +214,15 @@ def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: 
                 return f"quit {options.quit_after:g}s after input ended"
         if options.timeout is not None and now - last_activity >= options.timeout:
             return f"idle for {options.timeout:g}s"
-        waits = [
-            t
-            for t in (
-                options.timeout and last_activity + options.timeout - now,
-                eof_at is not None and options.quit_after is not None and eof_at + options.quit_after - now,
-            )
-            if t is not False and t is not None
-        ]
-        selector_map: dict[int, int] = {}
-        if reading_input and len(pending) < 4 * CHUNK and len(outgoing) < 64:
-            selector_map[stdin_fd] = selectors.EVENT_READ
-        sock_events = (selectors.EVENT_READ if reading_peer else 0) | (selectors.EVENT_WRITE if pending or outgoing else 0)
+        waits = []
+        if options.timeout is not None:
+            waits.append(last_activity + options.timeout - now)
+        if eof_at is not None and options.quit_after is not None:
+            waits.append(eof_at + options.quit_after - now)
+        _want(selector, stdin_fd, selectors.EVENT_READ if reading_input and len(pending) < 4 * CHUNK and len(outgoing) < 64 else 0)
+        _want(selector, sock, (selectors.EVENT_READ if reading_peer else 0) | (selectors.EVENT_WRITE if pending or outgoing else 0))
         ready_now = tls and reading_peer and sock.pending() > 0  # type: ignore[attr-defined]
-        for fd, events in selector_map.items():
-            selector.register(fd, events)
-        if sock_events:
-            selector.register(sock, sock_events)
-        try:
-            ready = selector.select(0 if ready_now else max(0.0, min(waits)) if waits else None)
-        finally:
-            for key in list(selector.get_map().values()):
-                selector.unregister(key.fileobj)
+        ready = selector.select(0 if ready_now else max(0.0, min(waits)) if waits else None)
         sock_ready = selectors.EVENT_READ if ready_now else 0
         for key, events in ready:
             if key.fileobj is sock:
@@ -267,6 +254,20 @@ def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: 
             want_shutdown = False
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
+
+
+def _want(selector: selectors.BaseSelector, fileobj: Any, events: int) -> None:
+    """Watch `fileobj` for `events` (0: not at all), touching the selector only when that changes."""
+    try:
+        key = selector.get_key(fileobj)
+    except KeyError:
+        if events:
+            selector.register(fileobj, events)
+        return
+    if not events:
+        selector.unregister(fileobj)
+    elif key.events != events:
+        selector.modify(fileobj, events)
 
 
 def _send(sock: socket.socket, pending: bytearray, outgoing: list[bytes], dump: Callable[[str, bytes], None] | None) -> bool:
@@ -343,12 +344,8 @@ def accept(listener: socket.socket, timeout: float | None) -> tuple[socket.socke
 
 
 def _unix_peer(conn: socket.socket) -> str:
-    import struct
-
-    with contextlib.suppress(OSError):
-        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return f"pid {pid} uid {uid}"
-    return "(unnamed)"
+    creds = peer_credentials(conn)
+    return f"pid {creds[0]} uid {creds[1]}" if creds else "(unnamed)"
 
 
 def describe(sock: Any) -> str:

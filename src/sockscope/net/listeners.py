@@ -9,6 +9,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,15 @@ def sockaddr_text(sockaddr: Any) -> str:
     if isinstance(sockaddr, bytes):
         return "@" + sockaddr[1:].decode(errors="backslashreplace") if sockaddr.startswith(b"\0") else os.fsdecode(sockaddr)
     return str(sockaddr) if sockaddr else "(unnamed)"
+
+
+def peer_credentials(sock: Any) -> tuple[int, int] | None:
+    """Give (pid, uid) of a unix socket's peer from SO_PEERCRED, or None when it cannot be read."""
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except (OSError, AttributeError):
+        return None
+    return pid, uid
 
 
 def syscall(narrate: Narrate | None, text: str, call: Callable[[], Any], shown: Callable[[Any], str] | None = None) -> Any:

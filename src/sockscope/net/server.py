@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..errors import UsageError
 from ..resources import raise_file_limit
 from .address import Address
-from .listeners import Narrate, open_inet, open_unix, sockaddr_text
+from .listeners import Narrate, open_inet, open_unix, peer_credentials, sockaddr_text
 
 MODES = ("print", "echo", "discard", "chat", "http")
 
@@ -105,20 +105,8 @@ def tls_context(cert: str, key: str) -> Any:
     return context
 
 
-def peer_text(peername: Any) -> str:
-    """Give the text of a peer address (`127.0.0.1:51234`, `[::1]:51234`, a unix path)."""
-    return sockaddr_text(peername)
-
-
-def _credentials(sock: Any) -> tuple[int, int] | None:
-    try:
-        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    except (OSError, AttributeError):
-        return None
-    return pid, uid
-
-
 def _process_name(pid: int) -> str:
+    # not owners.process_name: that one caches by pid for one short run; a server lives long and pids are reused
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
             return handle.read().strip()
@@ -220,14 +208,14 @@ class StreamSession(asyncio.Protocol):
         hub = self.hub
         peername = transport.get_extra_info("peername")
         if hub.settings.address.is_unix:
-            creds = _credentials(transport.get_extra_info("socket"))
+            creds = peer_credentials(transport.get_extra_info("socket"))
             if creds:
                 self.pid, self.uid = creds
                 self.peer = f"pid {self.pid} ({_process_name(self.pid)}) uid {self.uid}"
             if peername:
-                self.peer = f"{peer_text(peername)} {self.peer}"
+                self.peer = f"{sockaddr_text(peername)} {self.peer}"
         else:
-            self.peer = peer_text(peername)
+            self.peer = sockaddr_text(peername)
         if hub.trace:
             sock = transport.get_extra_info("socket")
             self.fd = sock.fileno() if sock is not None else -1

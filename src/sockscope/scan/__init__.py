@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from ..errors import UsageError
+from ..errors import SockscopeError, UsageError
 from ..resources import raise_file_limit
 from ..services import by_port
 from .engine import Found, Job, Timing, connect_scan
@@ -133,8 +133,6 @@ def _run_forked(jobs: list[Job], timing: Timing, workers: int, on_found: Callabl
             _pid, status = os.waitpid(pid, 0)
             failed |= not interrupted and os.waitstatus_to_exitcode(status) != 0
     if failed:
-        from ..errors import SockscopeError
-
         raise SockscopeError("a scan worker failed")
     return interrupted
 
