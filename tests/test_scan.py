@@ -100,7 +100,18 @@ def test_command_json_and_table(listeners: dict[str, set[int]]) -> None:
     assert csv_out[0] == "host,port,proto,state,reason,service" and csv_out[1].startswith(f"127.0.0.1,{port},tcp,open,syn-ack,")
 
 
-@pytest.mark.parametrize("args", [["300.1.1.1"], ["127.0.0.1", "-p", "0"], ["127.0.0.1", "-p", "80-20"], ["127.0.0.1", "-p", "70000"], ["10.0.0.0/33"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["300.1.1.1"],
+        ["127.0.0.1", "-p", "0"],
+        ["127.0.0.1", "-p", "80-20"],
+        ["127.0.0.1", "-p", "70000"],
+        ["10.0.0.0/33"],
+        [],
+        ["127.0.0.1", "--top-ports", "0"],
+    ],
+)
 def test_bad_targets_and_specs_exit_2_with_one_line(args: list[str]) -> None:
     result = sockscope("scan", *args)
     assert result.returncode == ExitCode.USAGE and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -62,9 +62,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     targets = list(args.targets) + (read_list(args.input_list) if args.input_list else [])
     if not targets:
         raise UsageError("no targets: give addresses, names, CIDR blocks or -iL FILE")
-    if args.ports and args.top_ports:
+    if args.ports and args.top_ports is not None:
         raise UsageError("-p and --top-ports exclude each other")
-    ports = parse_ports(args.ports) if args.ports else top_ports(args.top_ports or 1000)
+    ports = parse_ports(args.ports) if args.ports else top_ports(1000 if args.top_ports is None else args.top_ports)
     for name in ("retries", "concurrency"):
         if getattr(args, name) < (0 if name == "retries" else 1):
             raise UsageError(f"--{name} is too small")
