@@ -97,7 +97,7 @@ def test_command_json_and_table(listeners: dict[str, set[int]]) -> None:
     table = sockscope("scan", "127.0.0.1", "-p", f"{port},1-3").stdout
     assert "Not shown: 3 closed tcp ports (conn-refused)" in table and f"{port}/tcp" in table
     csv_out = sockscope("scan", "127.0.0.1", "-p", str(port), "--csv").stdout.splitlines()
-    assert csv_out[0] == "host,port,proto,state,reason,service" and csv_out[1].startswith(f"127.0.0.1,{port},tcp,open,syn-ack,")
+    assert csv_out[0] == "host,port,proto,state,reason,service,banner" and csv_out[1].startswith(f"127.0.0.1,{port},tcp,open,syn-ack,")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`sockscope scan TARGETS`: which ports are open (TCP connect scan)."""
+"""`sockscope scan TARGETS`: which ports are open (TCP connect or SYN scan, UDP scan, banners)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,26 @@ def add_parser(commands: Any) -> None:
     """Add `scan` to the command parsers."""
     p = commands.add_parser(
         "scan",
-        help="which ports are open on hosts (TCP connect scan, like nmap -sT)",
-        description="Scan TCP ports of hosts with non-blocking connects (no privilege needed). Open ports are closed "
-        "with a reset, so no TIME-WAIT is left behind. Only open ports are listed unless --all.",
+        help="which ports are open on hosts (like nmap -sT, -sS, -sU)",
+        description="Scan ports of hosts. TCP: non-blocking connects (default, no privilege needed; open ports are "
+        "closed with a reset, so no TIME-WAIT is left behind) or --syn half-open probes on raw sockets (root). "
+        "UDP (--udp): a request in the service's protocol for well-known ports, an empty datagram otherwise; ICMP port "
+        "unreachable means closed, silence open|filtered. Only open (and open|filtered) ports are listed unless --all.",
         epilog="Targets: 127.0.0.1, ::1, example.org, 10.0.0.0/24, 10.0.0.1-20, -iL FILE. Ports: -p 22,80,8000-8100, -p- "
-        "(all), -p http,ssh; default: the 1000 most often open (--top-ports N). Ctrl-C prints what was found and exits 130.",
+        "(all), -p http,ssh, -p U:53,T:22 (both protocols); default: the 1000 most often open of each protocol scanned "
+        "(--top-ports N). Ctrl-C prints what was found and exits 130.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="addresses, host names, CIDR blocks, ranges")
     p.add_argument("-iL", "--input-list", metavar="FILE", help="read targets from FILE ('-': standard input)")
     p.add_argument("--exclude", action="append", default=[], metavar="TARGETS", help="leave these out (comma-separated)")
     p.add_argument("-p", "--ports", metavar="SPEC", help="ports: 22,80,8000-8100, - for all, T:/U: prefixes")
     p.add_argument("--top-ports", type=int, metavar="N", help="the N most often open ports (default 1000)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("-sT", "--connect", dest="syn", action="store_false", help="TCP connect scan (the default)")
+    kind.add_argument("-sS", "--syn", dest="syn", action="store_true", help="TCP SYN scan on raw sockets (root)")
+    p.add_argument("-sU", "--udp", action="store_true", help="scan UDP ports (with TCP too when -sT or -sS is given)")
+    p.add_argument("--banner", action="store_true", help="read what open TCP ports say first (or answer to GET /) and name them")
+    p.add_argument("--banner-timeout", type=float, default=2.0, metavar="S", help="longest wait for a banner (default 2)")
     p.add_argument("--all", action="store_true", help="list closed and filtered ports too")
     p.add_argument("--timeout", type=float, metavar="S", help="longest wait for one connect (default: adaptive, 0.1-10 s)")
     p.add_argument("--retries", type=int, default=1, metavar="N", help="tries again after no answer (default 1)")
@@ -36,7 +45,8 @@ def add_parser(commands: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON document (the contract in ARCHITECTURE.md)")
     out.add_argument("--jsonl", action="store_true", help="JSON Lines, one per port as found")
-    out.add_argument("--csv", action="store_true", help="CSV: host,port,proto,state,reason,service")
+    out.add_argument("--csv", action="store_true", help="CSV: host,port,proto,state,reason,service,banner")
+    p.set_defaults(syn=None)
 
 
 def _progress(env: Environment) -> Any:
@@ -64,7 +74,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError("no targets: give addresses, names, CIDR blocks or -iL FILE")
     if args.ports and args.top_ports is not None:
         raise UsageError("-p and --top-ports exclude each other")
-    ports = parse_ports(args.ports) if args.ports else top_ports(1000 if args.top_ports is None else args.top_ports)
+    protos = (("tcp",) if args.syn is not None or not args.udp else ()) + (("udp",) if args.udp else ())
+    if args.ports:
+        ports = parse_ports(args.ports, protos)
+    else:
+        ports = [pair for proto in protos for pair in top_ports(1000 if args.top_ports is None else args.top_ports, proto)]
+    if args.banner_timeout <= 0:
+        raise UsageError("--banner-timeout must be more than 0")
     for name in ("retries", "concurrency"):
         if getattr(args, name) < (0 if name == "retries" else 1):
             raise UsageError(f"--{name} is too small")
@@ -79,14 +95,20 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         import json
 
         def on_port(host: Any, state: Any) -> None:
-            if args.all or state.state == "open":
+            if args.all or state.state in ("open", "open|filtered"):
                 record = {"address": host.address, "name": host.name, **state._asdict()}
                 env.stdout.write(json.dumps(record) + "\n")
 
     progress = _progress(env) if env.is_tty and sys.stderr.isatty() and not (args.json or args.jsonl or args.csv) else None
-    report = scan(found_hosts, ports, timing, workers=args.workers, on_port=on_port, progress=progress)
+    kind = "syn" if args.syn else "connect"
+    report = scan(
+        found_hosts, ports, timing, kind=kind, workers=args.workers, banners=args.banner, banner_timeout=args.banner_timeout,
+        on_port=on_port, progress=progress,
+    )  # fmt: skip
     if progress is not None:
         sys.stderr.write("\r" + " " * 60 + "\r")
+    for note in report.notes:
+        env.note(note)
     if args.json:
         env.stdout.write(_json(report, args.all) + "\n")
     elif args.csv:
@@ -123,15 +145,13 @@ def _json(report: Any, everything: bool) -> str:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.started)),
             "seconds": round(report.seconds, 3),
             "interrupted": report.interrupted,
+            "notes": list(report.notes),
         },
         "hosts": [
             {
                 "address": host.address,
                 "name": host.name,
-                "ports": [
-                    {"port": p.port, "proto": p.proto, "state": p.state, "reason": p.reason, "service": p.service, "banner": p.banner}
-                    for p in _listed(host.ports, everything)
-                ],
+                "ports": [_port_record(p) for p in _listed(host.ports, everything)],
                 "not_shown": _not_shown(host.ports, everything),
             }
             for host in report.hosts
@@ -146,10 +166,10 @@ def _csv(report: Any, everything: bool) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["host", "port", "proto", "state", "reason", "service"])
+    writer.writerow(["host", "port", "proto", "state", "reason", "service", "banner"])
     for host in report.hosts:
         for p in _listed(host.ports, everything):
-            writer.writerow([host.address, p.port, p.proto, p.state, p.reason, p.service or ""])
+            writer.writerow([host.address, p.port, p.proto, p.state, p.reason, p.service or "", p.banner or ""])
     return buffer.getvalue()
 
 
@@ -158,18 +178,26 @@ def _table(report: Any, everything: bool) -> str:
     for host in report.hosts:
         shown = f"{host.name} ({host.address})" if host.name else host.address
         lines.append(f"sockscope scan report for {shown}")
-        hidden = _not_shown(host.ports, everything)
-        for state, count in sorted(hidden.items(), key=lambda item: -item[1]):
-            reasons = Counter(p.reason for p in host.ports if p.state == state)
-            reason_text = ", ".join(f"{r}" if len(reasons) == 1 else f"{n} {r}" for r, n in reasons.most_common())
-            lines.append(f"Not shown: {count} {state} tcp ports ({reason_text})")
+        hidden = 0
+        for proto in ("tcp", "udp"):
+            mine = [p for p in host.ports if p.proto == proto]
+            for state, count in sorted(_not_shown(mine, everything).items(), key=lambda item: -item[1]):
+                reasons = Counter(p.reason for p in mine if p.state == state)
+                reason_text = ", ".join(r if len(reasons) == 1 else f"{n} {r}" for r, n in reasons.most_common())
+                lines.append(f"Not shown: {count} {state} {proto} port{'s' if count != 1 else ''} ({reason_text})")
+                hidden += count
         listed = _listed(host.ports, everything)
         if listed:
-            lines.append(f"{'PORT':<10} {'STATE':<14} SERVICE")
-            lines += [f"{f'{p.port}/{p.proto}':<10} {p.state:<14} {p.service or ''}".rstrip() for p in listed]
+            width = max(9, *(len(f"{p.port}/{p.proto}") for p in listed)) + 1
+            service_width = max(8, *(len(p.service or "") for p in listed)) + 1
+            banners = any(p.banner for p in listed)
+            lines.append(f"{'PORT':<{width}} {'STATE':<14} {'SERVICE':<{service_width}}{' BANNER' if banners else ''}".rstrip())
+            for p in listed:
+                line = f"{f'{p.port}/{p.proto}':<{width}} {p.state:<14} {p.service or '':<{service_width}} {p.banner or ''}"
+                lines.append(line.rstrip())
         elif not hidden:
             lines.append("no ports answered")
         lines.append("")
     count = len(report.hosts)
-    lines.append(f"Scanned {count} host{'s' if count != 1 else ''}, {report.ports} ports each, in {report.seconds:.2f}s")
+    lines.append(f"Scanned {count} host{'s' if count != 1 else ''}, {report.ports} ports each ({report.kind}), in {report.seconds:.2f}s")
     return "\n".join(lines) + "\n"

@@ -4,34 +4,49 @@
     report = scan(hosts(["127.0.0.1"]), parse_ports("1-1024"))
     [p.port for h in report.hosts for p in h.ports if p.state == "open"]
 
+    report = await sockscope.scan.scan_async(hosts(["::1"]), parse_ports("U:53,T:22"))
+
+Kinds: TCP connect (`engine.py`, no privilege), SYN (`syn.py`, raw sockets, root) and UDP
+(`udp.py`, connected UDP sockets, no privilege); `-p U:..,T:..` mixes TCP and UDP in one scan.
 Large scans are split over forked workers, one per core, each with its own epoll loop: the
-kernel's per-connect work (allocating the socket and its port, the handshake, the reset) is
-most of the cost, and it runs on the core that asks for it.
+kernel's per-probe work (sockets, ports, handshakes, resets) is most of the cost, and it runs
+on the core that asks for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import selectors
 import signal
 import struct
+import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import SockscopeError, UsageError
 from ..resources import raise_file_limit
 from ..services import by_port
-from .engine import Found, Job, Timing, connect_scan
+from .engine import Found, Job, Stop, Stopped, Timing, connect_scan
 from .portspec import parse_ports, top_ports
+from .probes import grab_banners, identify
+from .syn import RstGuard, check_privilege, reserve_ports, syn_scan
 from .targets import Host, hosts
+from .udp import udp_scan
 
-__all__ = ["Host", "HostReport", "PortState", "ScanReport", "Timing", "hosts", "parse_ports", "scan", "top_ports"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "Host", "HostReport", "PortState", "ScanReport", "Timing", "hosts", "parse_ports", "scan", "scan_async", "scan_iter", "top_ports",
+]  # fmt: skip
+KINDS = ("connect", "syn")
 
 STATES = ("open", "closed", "filtered", "open|filtered")
 REASONS = ("syn-ack", "conn-refused", "no-response", "host-unreach", "net-unreach", "admin-prohibited", "port-unreach", "udp-response", "reset")
-_RECORD = struct.Struct("=IHBBd")
+_RECORD = struct.Struct("=IHBBdH")  # host, port, state, reason, rtt, length of the data that follows
 
 
 class PortState(NamedTuple):
@@ -59,9 +74,11 @@ class ScanReport(NamedTuple):
     seconds: float
     hosts: list[HostReport]
     interrupted: bool
+    notes: tuple[str, ...] = ()  # things the user should know (e.g. a safeguard that could not be set up)
 
 
 Progress = Callable[[int, int], None]
+Engine = Callable[[Sequence[Job], Timing, Callable[[Found], None], Stop | None], None]
 
 
 def _worker_count(jobs: int, wanted: int | None) -> int:
@@ -71,30 +88,127 @@ def _worker_count(jobs: int, wanted: int | None) -> int:
     return min(cores, 4) if jobs >= 4096 else 1
 
 
-def _run_forked(jobs: list[Job], timing: Timing, workers: int, on_found: Callable[[Found], None]) -> bool:
-    """Split the jobs over forked workers; stream their answers to `on_found`. Give True when interrupted."""
+_STATE_CODE = {state: code for code, state in enumerate(STATES)}
+_REASON_CODE = {reason: code for code, reason in enumerate(REASONS)}
+_CHUNK = struct.Struct("=BI")  # what follows: 0 records without data, 1 one record and its data; its length
+_MAKE = tuple.__new__
+
+
+class _Collector:
+    """Gathers the answers as PortStates per host and tells `on_port` and `progress` along the way."""
+
+    def __init__(
+        self, targets: Sequence[Host], total: int, on_port: Callable[[Host, PortState], None] | None, progress: Progress | None, hold_open_tcp: bool
+    ) -> None:
+        self.targets = targets
+        self.found: list[list[PortState]] = [[] for _ in targets]
+        self.total = total
+        self.done = 0
+        self.on_port = on_port
+        self.progress = progress
+        self.hold_open_tcp = hold_open_tcp  # open TCP ports are told after their banners are read
+        self.last_progress = 0.0
+        self.names = {"tcp": by_port("tcp"), "udp": by_port("udp")}
+
+    def answer(self, proto: str, found: Found) -> None:
+        """One answer from an engine running in this process."""
+        service, banner = self.names[proto].get(found.port), None
+        if found.data is not None:
+            named, banner = identify(found.data, proto)
+            service = named or service
+        state = PortState(found.port, proto, found.state, found.reason, service, banner, found.rtt)
+        self.found[found.host].append(state)
+        self._tell([(found.host, state)], 1)
+
+    def records(self, proto: str, chunk: bytes) -> None:
+        """Many answers packed by a worker (none carrying data): the hot path of large scans."""
+        names, found, states, reasons = self.names[proto], self.found, STATES, REASONS
+        told: list[tuple[int, PortState]] | None = [] if self.on_port is not None else None
+        for host, port, state, reason, rtt, _size in _RECORD.iter_unpack(chunk):
+            item = _MAKE(PortState, (port, proto, states[state], reasons[reason], names.get(port), None, None if rtt < 0 else rtt))
+            found[host].append(item)
+            if told is not None:
+                told.append((host, item))
+        self._tell(told or [], len(chunk) // _RECORD.size)
+
+    def _tell(self, told: list[tuple[int, PortState]], count: int) -> None:
+        self.done += count
+        if self.on_port is not None:
+            for host, state in told:
+                if not (self.hold_open_tcp and state.proto == "tcp" and state.state == "open"):
+                    self.on_port(self.targets[host], state)
+        if self.progress is not None:
+            now = time.monotonic()
+            if now - self.last_progress > 0.1 or self.done == self.total:
+                self.last_progress = now
+                self.progress(self.done, self.total)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _worker_reporter(fd: int) -> tuple[Callable[[Found], None], Callable[[], None]]:
+    """In a worker: a `report` packing answers for the pipe to the parent, and its final flush."""
+    fixed = bytearray()
+    pack = _RECORD.pack
+
+    def flush() -> None:
+        if fixed:
+            _write_all(fd, _CHUNK.pack(0, len(fixed)) + fixed)
+            fixed.clear()
+
+    def report(found: Found) -> None:
+        rtt = -1.0 if found.rtt is None else found.rtt
+        if found.data is None:
+            fixed.extend(pack(found.host, found.port, _STATE_CODE[found.state], _REASON_CODE[found.reason], rtt, 0))
+            if len(fixed) >= 1 << 15:
+                flush()
+            return
+        flush()
+        data = found.data[:4096]
+        record = pack(found.host, found.port, _STATE_CODE[found.state], _REASON_CODE[found.reason], rtt, len(data)) + data
+        _write_all(fd, _CHUNK.pack(1, len(record)) + record)
+
+    return report, flush
+
+
+def _read_chunks(buffer: bytes, proto: str, collector: _Collector) -> bytes:
+    """Hand every whole chunk in `buffer` to the collector; give back the incomplete rest."""
+    offset = 0
+    while len(buffer) - offset >= _CHUNK.size:
+        kind, size = _CHUNK.unpack_from(buffer, offset)
+        start, end = offset + _CHUNK.size, offset + _CHUNK.size + size
+        if end > len(buffer):
+            break
+        if kind == 0:
+            collector.records(proto, buffer[start:end])
+        else:
+            host, port, state, reason, rtt, _size = _RECORD.unpack_from(buffer, start)
+            collector.answer(proto, Found(host, port, STATES[state], REASONS[reason], None if rtt < 0 else rtt, buffer[start + _RECORD.size : end]))
+        offset = end
+    return buffer[offset:]
+
+
+def _run_forked(engines: Sequence[Engine], jobs: list[Job], timing: Timing, proto: str, collector: _Collector, stop: Stop | None) -> bool:
+    """Split the jobs over one forked worker per engine; stream their answers to the collector. Give True when stopped early."""
     children: dict[int, int] = {}
     selector = selectors.DefaultSelector()
-    per = Timing(**{**timing._asdict(), "concurrency": max(1, timing.concurrency // workers)})
-    for index in range(workers):
+    workers = len(engines)
+    per = timing._replace(concurrency=max(1, timing.concurrency // workers), rate=timing.rate / workers if timing.rate else None)
+    for index, engine in enumerate(engines):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker: scan its share, write packed answers to the pipe
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-            buffer = bytearray()
-
-            def report(found: Found, out: bytearray = buffer, fd: int = write_fd) -> None:
-                out += _RECORD.pack(found.host, found.port, STATES.index(found.state), REASONS.index(found.reason), -1.0 if found.rtt is None else found.rtt)
-                if len(out) >= 1 << 15:
-                    os.write(fd, bytes(out))
-                    out.clear()
-
             status = 0
             try:
-                connect_scan(jobs[index::workers], per, report)
-                while buffer:
-                    del buffer[: os.write(write_fd, bytes(buffer))]
+                report, flush = _worker_reporter(write_fd)
+                engine(jobs[index::workers], per, report, None)
+                flush()
             except BaseException:
                 status = 5
             os._exit(status)
@@ -105,7 +219,9 @@ def _run_forked(jobs: list[Job], timing: Timing, workers: int, on_found: Callabl
     interrupted = False
     try:
         while pending:
-            for key, _events in selector.select():
+            if stop is not None and stop():
+                raise Stopped
+            for key, _events in selector.select(0.1 if stop is not None else None):
                 fd = int(key.fd)
                 data = os.read(fd, 1 << 16)
                 if not data:
@@ -113,12 +229,8 @@ def _run_forked(jobs: list[Job], timing: Timing, workers: int, on_found: Callabl
                     os.close(fd)
                     del pending[fd]
                     continue
-                data = pending[fd] + data
-                usable = len(data) - len(data) % _RECORD.size
-                for host, port, state, reason, rtt in _RECORD.iter_unpack(data[:usable]):
-                    on_found(Found(host, port, STATES[state], REASONS[reason], None if rtt < 0 else rtt))
-                pending[fd] = data[usable:]
-    except KeyboardInterrupt:
+                pending[fd] = _read_chunks(pending[fd] + data, proto, collector)
+    except (KeyboardInterrupt, Stopped):
         interrupted = True
         for pid in children.values():
             with contextlib.suppress(ProcessLookupError):
@@ -137,60 +249,158 @@ def _run_forked(jobs: list[Job], timing: Timing, workers: int, on_found: Callabl
     return interrupted
 
 
+def _phase(engines: Sequence[Engine], jobs: list[Job], timing: Timing, proto: str, collector: _Collector, stop: Stop | None) -> bool:
+    """Run one kind of probe over `jobs`, forked when there are several engines. Give True when stopped early."""
+    if len(engines) > 1:
+        return _run_forked(engines, jobs, timing, proto, collector, stop)
+    try:
+        engines[0](jobs, timing, functools.partial(collector.answer, proto), stop)
+    except (KeyboardInterrupt, Stopped):
+        return True
+    return False
+
+
 def scan(
     targets: Sequence[Host],
     ports: Sequence[tuple[str, int]],
     timing: Timing | None = None,
     *,
+    kind: str = "connect",
     workers: int | None = None,
+    banners: bool = False,
+    banner_timeout: float = 2.0,
     on_port: Callable[[Host, PortState], None] | None = None,
     progress: Progress | None = None,
+    stop: Stop | None = None,
 ) -> ScanReport:
-    """Scan every (proto, port) of every host with TCP connects; give what was found.
+    """Scan every (proto, port) of every host; give what was found.
 
-    `on_port` hears each answer as it comes (for streaming output); `progress(done, total)` is
-    called along the way. Ctrl-C (KeyboardInterrupt) ends the scan early: the report holds what
-    was found so far and says it was interrupted.
+    TCP ports are probed by `kind` ("connect", or "syn" with raw sockets as root), UDP ports
+    with datagrams. `banners` reads what open TCP ports say (and names them). `on_port` hears
+    each answer as it comes (for streaming output); `progress(done, total)` is called along the
+    way. Ctrl-C (KeyboardInterrupt), or `stop()` turning true, ends the scan early: the report
+    holds what was found so far and says it was interrupted.
     """
     timing = timing or Timing()
+    if kind not in KINDS:
+        raise UsageError(f"unknown scan kind {kind!r} (connect or syn)")
     tcp = [port for proto, port in ports if proto == "tcp"]
-    if len(tcp) != len(ports):
-        raise UsageError("UDP ports need --udp (a UDP scan); this scan is a TCP connect scan")
-    if not tcp:
+    udp = [port for proto, port in ports if proto == "udp"]
+    if not ports:
         raise UsageError("no ports to scan")
+    if not targets:
+        raise UsageError("no hosts to scan")
+    if tcp and kind == "syn":
+        check_privilege([host.family for host in targets])
     limit = raise_file_limit(timing.concurrency + 256)
     if limit < timing.concurrency + 64:
         timing = timing._replace(concurrency=max(16, limit - 64))
-    jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in tcp]
-    names = by_port("tcp")
-    found: list[list[PortState]] = [[] for _ in targets]
-    total = len(jobs)
-    done = 0
-    last_progress = 0.0
-
-    def on_found(answer: Found) -> None:
-        nonlocal done, last_progress
-        state = PortState(answer.port, "tcp", answer.state, answer.reason, names.get(answer.port), None, answer.rtt)
-        found[answer.host].append(state)
-        done += 1
-        if on_port is not None:
-            on_port(targets[answer.host], state)
-        if progress is not None:
-            now = time.monotonic()
-            if now - last_progress > 0.1 or done == total:
-                last_progress = now
-                progress(done, total)
+    collector = _Collector(targets, len(targets) * (len(tcp) + len(udp)), on_port, progress, banners)
+    found = collector.found
 
     started_wall, started = time.time(), time.monotonic()
-    count = _worker_count(len(jobs), workers)
     interrupted = False
-    if count > 1:
-        interrupted = _run_forked(jobs, timing, count, on_found)
-    else:
-        try:
-            connect_scan(jobs, timing, on_found)
-        except KeyboardInterrupt:
-            interrupted = True
+    notes: list[str] = []
+    if tcp:
+        jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in tcp]
+        count = _worker_count(len(jobs), workers)
+        if kind == "syn":
+            held = reserve_ports(count)
+            try:
+                with RstGuard([sock.getsockname()[1] for sock in held]) as guard:
+                    engines: list[Engine] = [functools.partial(syn_scan, source_port=sock.getsockname()[1]) for sock in held]
+                    interrupted = _phase(engines, jobs, timing, "tcp", collector, stop)
+                if guard.note:
+                    notes.append(guard.note)
+            finally:
+                for sock in held:
+                    sock.close()
+        else:
+            interrupted = _phase([connect_scan] * count, jobs, timing, "tcp", collector, stop)
+    if udp and not interrupted:
+        jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in udp]
+        interrupted = _phase([udp_scan] * _worker_count(len(jobs), workers), jobs, timing, "udp", collector, stop)
+    if banners and not interrupted:
+        interrupted = _grab(targets, found, banner_timeout, on_port, stop)
     seconds = time.monotonic() - started
-    reports = [HostReport(host.address, host.name, sorted(found[i], key=lambda p: p.port)) for i, host in enumerate(targets)]
-    return ScanReport("connect", len(tcp), started_wall, seconds, reports, interrupted)
+    reports = [HostReport(host.address, host.name, sorted(found[i], key=lambda p: (p.proto, p.port))) for i, host in enumerate(targets)]
+    label = "+".join(([kind] if tcp else []) + (["udp"] if udp else []))
+    return ScanReport(label, len(tcp) + len(udp), started_wall, seconds, reports, interrupted, tuple(notes))
+
+
+def _grab(targets: Sequence[Host], found: list[list[PortState]], timeout: float, on_port: Callable[[Host, PortState], None] | None, stop: Stop | None) -> bool:
+    """Read the banners of the open TCP ports and name their services; give True when stopped early."""
+    where = [(i, j) for i, states in enumerate(found) for j, state in enumerate(states) if state.proto == "tcp" and state.state == "open"]
+    items = [(targets[i].address, targets[i].family, found[i][j].port) for i, j in where]
+    interrupted = False
+    try:
+        answers = grab_banners(items, timeout, stop=stop)
+    except KeyboardInterrupt:
+        answers, interrupted = [b""] * len(items), True
+    for (i, j), data in zip(where, answers, strict=True):
+        if data:
+            named, banner = identify(data, "tcp")
+            found[i][j] = found[i][j]._replace(service=named or found[i][j].service, banner=banner)
+        if on_port is not None:
+            on_port(targets[i], found[i][j])
+    return interrupted or (stop is not None and stop())
+
+
+async def scan_async(
+    targets: Sequence[Host],
+    ports: Sequence[tuple[str, int]],
+    timing: Timing | None = None,
+    *,
+    kind: str = "connect",
+    workers: int = 1,
+    banners: bool = False,
+    banner_timeout: float = 2.0,
+    on_port: Callable[[Host, PortState], None] | None = None,
+) -> ScanReport:
+    """`scan` for asyncio programs: the scan runs in a thread, `on_port` is called in the event loop.
+
+    Cancelling the awaiting task stops the scan within a moment. One process by default
+    (forking from a threaded program is best avoided); pass `workers` to split large scans.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    halt = threading.Event()
+    heard = None
+    if on_port is not None:
+        callback = on_port
+
+        def heard(host: Host, state: PortState) -> None:
+            loop.call_soon_threadsafe(callback, host, state)
+
+    run = functools.partial(
+        scan, targets, ports, timing, kind=kind, workers=workers, banners=banners, banner_timeout=banner_timeout, on_port=heard, stop=halt.is_set
+    )
+    future = loop.run_in_executor(None, run)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        halt.set()
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+async def scan_iter(
+    targets: Sequence[Host], ports: Sequence[tuple[str, int]], timing: Timing | None = None, *, kind: str = "connect", workers: int = 1
+) -> AsyncIterator[tuple[Host, PortState]]:
+    """Yield (host, port state) as the answers come; leaving the loop early stops the scan."""
+    import asyncio
+
+    answers: asyncio.Queue[tuple[Host, PortState] | None] = asyncio.Queue()
+    task = asyncio.ensure_future(scan_async(targets, ports, timing, kind=kind, workers=workers, on_port=lambda h, s: answers.put_nowait((h, s))))
+    task.add_done_callback(lambda _task: answers.put_nowait(None))
+    try:
+        while (item := await answers.get()) is not None:
+            yield item
+        await task  # raise the scan's error, if any
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

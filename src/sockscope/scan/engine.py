@@ -33,6 +33,10 @@ _UNREACHABLE = {
     errno.ETIMEDOUT: "no-response",
 }
 
+# ICMP destination unreachable codes -> reasons (ICMPv4 type 3, ICMPv6 type 1)
+ICMP4_REASONS = {0: "net-unreach", 1: "host-unreach", 3: "port-unreach", 9: "admin-prohibited", 10: "admin-prohibited", 13: "admin-prohibited"}
+ICMP6_REASONS = {0: "net-unreach", 1: "admin-prohibited", 3: "host-unreach", 4: "port-unreach", 5: "admin-prohibited", 6: "admin-prohibited"}
+
 
 class Job(NamedTuple):
     """One port of one host to try; `host` indexes the scan's host list."""
@@ -51,6 +55,14 @@ class Found(NamedTuple):
     state: str  # open, closed, filtered
     reason: str  # syn-ack, conn-refused, no-response, host-unreach, net-unreach, admin-prohibited
     rtt: float | None
+    data: bytes | None = None  # what a UDP port answered
+
+
+class Stopped(Exception):
+    """The caller asked the scan to stop early (see `scan(stop=...)`)."""
+
+
+Stop = Callable[[], bool]
 
 
 class Timing(NamedTuple):
@@ -98,10 +110,10 @@ def _is_self(sock: socket.socket) -> bool:
         return False
 
 
-def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None]) -> None:
-    """Try every job; call `report` once per job with its answer. KeyboardInterrupt stops it cleanly."""
+def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None], stop: Stop | None = None) -> None:
+    """Try every job; call `report` once per job with its answer. KeyboardInterrupt or `stop()` ends it cleanly."""
     queue: deque[tuple[Job, int]] = deque((job, 0) for job in jobs)
-    inflight: dict[int, tuple[socket.socket, Job, int, float, float]] = {}  # fd -> sock, job, attempt, started, deadline
+    inflight: dict[int, tuple[socket.socket, Job, int, float]] = {}  # fd -> sock, job, attempt, started (in send order)
     spare: dict[int, socket.socket] = {}
     rtt = _Rtt(timing)
     window = max(1, timing.concurrency)
@@ -113,8 +125,9 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
     refused, inprogress, aborted = errno.ECONNREFUSED, errno.EINPROGRESS, errno.ECONNABORTED
     try:
         while queue or inflight:
+            if stop is not None and stop():
+                raise Stopped
             now = time.monotonic()
-            launched = 0
             while queue and len(inflight) < window:
                 if interval:
                     if now < next_launch:
@@ -140,8 +153,7 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                             sock.getpeername()
                         except OSError:  # still connecting: watch it
                             poller.register(sock.fileno(), select.EPOLLOUT)
-                            inflight[sock.fileno()] = (sock, job, attempt, started, started + rtt.timeout())
-                            launched += 1
+                            inflight[sock.fileno()] = (sock, job, attempt, started)
                             continue
                 if result == refused:
                     report(Found(job.host, job.port, "closed", "conn-refused", None))
@@ -168,7 +180,8 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                     time.sleep(0.005)
                 continue
             now = time.monotonic()
-            oldest_deadline = next(iter(inflight.values()))[4]
+            timeout = rtt.timeout()  # current, so connects sent before any answer came wait no longer than needed
+            oldest_deadline = next(iter(inflight.values()))[3] + timeout
             wait = max(0.0, min(oldest_deadline - now, next_launch - now if interval and queue else 1.0))
             if queue and len(inflight) < window and not interval:
                 wait = 0.0
@@ -176,7 +189,7 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                 entry = inflight.pop(fd, None)
                 if entry is None:
                     continue
-                sock, job, attempt, started, _deadline = entry
+                sock, job, attempt, started = entry
                 poller.unregister(fd)
                 result = sock.getsockopt(sol, so_error)
                 elapsed = time.monotonic() - started
@@ -196,8 +209,8 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                     _settle(result, job, attempt, timing, queue, report, elapsed)
             now = time.monotonic()
             while inflight:
-                fd, (sock, job, attempt, _started, deadline) = next(iter(inflight.items()))
-                if deadline > now:
+                fd, (sock, job, attempt, started) = next(iter(inflight.items()))
+                if started + timeout > now:
                     break
                 del inflight[fd]
                 poller.unregister(fd)

@@ -34,40 +34,44 @@ def _port(text: str, whole: str) -> int:
     return port
 
 
-def parse_ports(text: str, default_proto: str = "tcp") -> list[tuple[str, int]]:
+def parse_ports(text: str, default_proto: str | tuple[str, ...] = "tcp") -> list[tuple[str, int]]:
     """Give the (proto, port) pairs of a spec, in order, without repeats.
 
     Items are separated by commas: `N`, `A-B`, `-B` (from 1), `A-` (to 65535), `-` (all), or a
-    service name; `T:` and `U:` switch the protocol for the items after them.
+    service name; `T:` and `U:` switch the protocol for the items after them. Items before any
+    prefix belong to `default_proto` (one protocol, or several: each port once per protocol).
     """
     spec = text.strip()
     if not spec:
         raise UsageError("-p needs ports: 22,80,8000-8100 or - for all")
-    proto = default_proto
+    protos = (default_proto,) if isinstance(default_proto, str) else default_proto
     seen: dict[tuple[str, int], None] = {}
     for raw in spec.split(","):
         item = raw.strip()
         if item[:2].upper() in ("T:", "U:"):
-            proto = "tcp" if item[0].upper() == "T" else "udp"
+            protos = ("tcp",) if item[0].upper() == "T" else ("udp",)
             item = item[2:].strip()
         if not item:
             raise UsageError(f"-p {text!r}: an empty item")
-        if "-" in item:
-            low_text, _dash, high_text = item.partition("-")
-            low = _port(low_text, text) if low_text else 1
-            high = _port(high_text, text) if high_text else 65535
-            if low > high:
-                raise UsageError(f"-p {text!r}: range {item!r} runs backwards (write LOW-HIGH)")
-            for port in range(low, high + 1):
-                seen[(proto, port)] = None
-        elif item.isdigit():
-            seen[(proto, _port(item, text))] = None
-        else:
-            named = [port for port, name in by_port(proto).items() if name == item.lower()]
-            if not named:
-                raise UsageError(f"-p {text!r}: {item!r} is neither a port nor a {proto} service name")
-            for port in named:
-                seen[(proto, port)] = None
+        named_somewhere = False
+        for proto in protos:
+            if "-" in item:
+                low_text, _dash, high_text = item.partition("-")
+                low = _port(low_text, text) if low_text else 1
+                high = _port(high_text, text) if high_text else 65535
+                if low > high:
+                    raise UsageError(f"-p {text!r}: range {item!r} runs backwards (write LOW-HIGH)")
+                for port in range(low, high + 1):
+                    seen[(proto, port)] = None
+            elif item.isdigit():
+                seen[(proto, _port(item, text))] = None
+            else:
+                named = [port for port, name in by_port(proto).items() if name == item.lower()]
+                named_somewhere |= bool(named)
+                for port in named:
+                    seen[(proto, port)] = None
+        if not (named_somewhere or "-" in item or item.isdigit()):
+            raise UsageError(f"-p {text!r}: {item!r} is neither a port nor a {'/'.join(protos)} service name")
     return list(seen)
 
 
