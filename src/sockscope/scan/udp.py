@@ -6,7 +6,8 @@ prohibited as EHOSTUNREACH/ENETUNREACH (filtered); the exact ICMP type and code 
 the socket's error queue (IP_RECVERR). Any datagram back means open. Silence after the retries
 is `open|filtered`: the port may be open and quiet, or a firewall may drop the probe.
 
-Each socket sends exactly one datagram; a socket whose port refused is reconnected to the next
+A socket that the kernel happened to bind to the very port it probes hears its own datagram:
+that is retried from another socket, never "open". Each socket sends exactly one datagram; a socket whose port refused is reconnected to the next
 port (the kernel only matches a connected socket's errors and datagrams to its current peer,
 so an old answer cannot be taken for a new one). Sockets that timed out or heard data are closed.
 """
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ..errors import SockscopeError
-from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Stop, Stopped, Timing, _Rtt
+from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Stop, Stopped, Timing, _is_self, _Rtt
 from .probes import udp_payload
 
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
@@ -135,7 +136,11 @@ def udp_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None
                     else:
                         sock.close()
                     continue
+                talked_to_itself = _is_self(sock)
                 sock.close()
+                if talked_to_itself:  # the kernel gave this socket the target port itself: try again from another
+                    queue.append((job, attempt))
+                    continue
                 if attempt == 0:
                     rtt.sample(elapsed)
                 report(Found(job.host, job.port, "open", "udp-response", elapsed, data))
