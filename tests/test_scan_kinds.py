@@ -306,6 +306,7 @@ def test_identify() -> None:
     assert identify(b"-ERR unknown command 'GET'\r\n")[0] == "redis"
     assert identify(b"J\x00\x00\x00\x0a8.0.36\x00rest")[0] == "mysql"
     assert identify(b"\x00\x01binary\x7f\x80") == (None, "..binary..")
+    assert identify(b"\x12\x34\x81\x80\x00\x01\x00\x00", "udp") == (None, "[8 bytes]")
     assert identify(b"") == (None, "")
 
 

@@ -106,8 +106,11 @@ _TALKERS: tuple[tuple[bytes, str], ...] = (
 
 
 def _printable(data: bytes, limit: int = 160) -> str:
+    """The first line as printable text; binary answers are told by their size only."""
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
     text = "".join(ch if 32 <= ord(ch) < 127 else "." for ch in line.decode("latin-1"))
+    if line and sum(32 <= byte < 127 for byte in line) < 0.6 * len(line):
+        return f"[{len(data)} bytes]"
     return text[:limit]
 
 
