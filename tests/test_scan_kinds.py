@@ -329,10 +329,12 @@ def test_async_face(tcp_listeners: dict[str, set[int]]) -> None:
     assert cancel_seconds < 1.0
 
 
-def test_ctrl_c_prints_what_was_found_and_exits_130(tcp_listeners: dict[str, set[int]]) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_prints_what_was_found_and_exits_130(tcp_listeners: dict[str, set[int]], workers: str) -> None:
+    """Interrupted after about 1.5 s at 200 ports/s: the listener (scanned first) and the closed ports heard so far are printed."""
     port = min(tcp_listeners["127.0.0.1"])
     process = subprocess.Popen(
-        [sys.executable, "-m", "sockscope", "scan", "127.0.0.1", "-p", f"{port},1-65535", "--rate", "200", "--workers", "1"],
+        [sys.executable, "-m", "sockscope", "scan", "127.0.0.1", "-p", f"{port},1-65535", "--rate", "200", "--workers", workers],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -342,3 +344,5 @@ def test_ctrl_c_prints_what_was_found_and_exits_130(tcp_listeners: dict[str, set
     out, err = process.communicate(timeout=10)
     assert process.returncode == ExitCode.INTERRUPTED
     assert f"{port}/tcp" in out and "open" in out and "interrupted" in err and "Traceback" not in err
+    closed = int(out.split("Not shown: ")[1].split()[0])
+    assert 100 <= closed <= 400, out

@@ -145,17 +145,26 @@ class _Collector:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    """Write a whole chunk; the parent's SIGTERM (which stops a worker) waits until it is written."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _worker_reporter(fd: int) -> tuple[Callable[[Found], None], Callable[[], None]]:
     """In a worker: a `report` packing answers for the pipe to the parent, and its final flush."""
     fixed = bytearray()
     pack = _RECORD.pack
+    clock = time.monotonic
+    due = clock() + 0.1
 
     def flush() -> None:
+        nonlocal due
+        due = clock() + 0.1
         if fixed:
             _write_all(fd, _CHUNK.pack(0, len(fixed)) + fixed)
             fixed.clear()
@@ -164,7 +173,7 @@ def _worker_reporter(fd: int) -> tuple[Callable[[Found], None], Callable[[], Non
         rtt = -1.0 if found.rtt is None else found.rtt
         if found.data is None:
             fixed.extend(pack(found.host, found.port, _STATE_CODE[found.state], _REASON_CODE[found.reason], rtt, 0))
-            if len(fixed) >= 1 << 15:
+            if len(fixed) >= 1 << 15 or clock() >= due:  # big enough, or old enough for a streaming reader
                 flush()
             return
         flush()
@@ -203,11 +212,13 @@ def _run_forked(engines: Sequence[Engine], jobs: list[Job], timing: Timing, prot
         pid = os.fork()
         if pid == 0:  # the worker: scan its share, write packed answers to the pipe
             os.close(read_fd)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, and says so with SIGTERM
+            signal.signal(signal.SIGTERM, _stop_worker)
             status = 0
             try:
                 report, flush = _worker_reporter(write_fd)
-                engine(jobs[index::workers], per, report, None)
+                with contextlib.suppress(Stopped):
+                    engine(jobs[index::workers], per, report, None)
                 flush()
             except BaseException:
                 status = 5
@@ -232,12 +243,7 @@ def _run_forked(engines: Sequence[Engine], jobs: list[Job], timing: Timing, prot
                 pending[fd] = _read_chunks(pending[fd] + data, proto, collector)
     except (KeyboardInterrupt, Stopped):
         interrupted = True
-        for pid in children.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for fd in list(pending):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _drain(children, pending, selector, proto, collector)
     finally:
         selector.close()
         failed = False
@@ -247,6 +253,36 @@ def _run_forked(engines: Sequence[Engine], jobs: list[Job], timing: Timing, prot
     if failed:
         raise SockscopeError("a scan worker failed")
     return interrupted
+
+
+def _stop_worker(_signum: int, _frame: object) -> None:
+    raise Stopped
+
+
+def _drain(children: dict[int, int], pending: dict[int, bytes], selector: selectors.BaseSelector, proto: str, collector: _Collector) -> None:
+    """Stop the workers: each sends what it has found and exits; after 2 s the rest are killed."""
+    for pid in children.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
+        while pending and time.monotonic() < deadline:
+            for key, _events in selector.select(max(0.0, deadline - time.monotonic())):
+                fd = int(key.fd)
+                data = os.read(fd, 1 << 16)
+                if data:
+                    pending[fd] = _read_chunks(pending[fd] + data, proto, collector)
+                    continue
+                selector.unregister(fd)
+                os.close(fd)
+                del pending[fd]
+    for pid in children.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for fd in list(pending):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    pending.clear()
 
 
 def _phase(engines: Sequence[Engine], jobs: list[Job], timing: Timing, proto: str, collector: _Collector, stop: Stop | None) -> bool:
