@@ -47,3 +47,16 @@ def have(tool: str) -> bool:
 def sockscope_bytes(*args: str, data: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """Run the command with `data` on standard input; stdout and stderr as bytes."""
     return subprocess.run([sys.executable, "-m", "sockscope", *args], input=data, capture_output=True, timeout=timeout, check=False)
+
+
+def nmap_states(kind: str, address: str, spec: str) -> dict[int, str]:
+    """nmap's state for each port it lists (its grepable output), e.g. nmap_states("-sS", "::1", "22,80")."""
+    flags = ["-6"] if ":" in address else []
+    out = subprocess.run(["nmap", kind, *flags, "-n", "-Pn", "-p", spec, address, "-oG", "-"], capture_output=True, text=True, check=True).stdout
+    states: dict[int, str] = {}
+    for line in out.splitlines():
+        if "Ports:" in line:
+            for item in line.split("Ports:")[1].split("Ignored")[0].split(","):
+                fields = item.strip().split("/")
+                states[int(fields[0])] = fields[1]
+    return states

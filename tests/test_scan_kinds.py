@@ -15,23 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import have, needs_root, sockscope
+from conftest import have, needs_root, nmap_states, sockscope
 from sockscope.errors import ExitCode
 from sockscope.scan import hosts, parse_ports, scan, scan_async, scan_iter
 from sockscope.scan.probes import UDP_PAYLOADS, identify, udp_payload
-
-
-def _nmap(kind: str, address: str, spec: str) -> dict[int, str]:
-    """nmap's state per port (grepable output)."""
-    flags = ["-6"] if ":" in address else []
-    out = subprocess.run(["nmap", kind, *flags, "-n", "-Pn", "-p", spec, address, "-oG", "-"], capture_output=True, text=True, check=True).stdout
-    states: dict[int, str] = {}
-    for line in out.splitlines():
-        if "Ports:" in line:
-            for item in line.split("Ports:")[1].split("Ignored")[0].split(","):
-                fields = item.strip().split("/")
-                states[int(fields[0])] = fields[1]
-    return states
 
 
 @pytest.fixture
@@ -124,11 +111,11 @@ def test_syn_kernel_resets_are_held_back(tcp_listeners: dict[str, set[int]]) -> 
 
 @needs_root
 @pytest.mark.skipif(not have("nmap"), reason="needs nmap")
-def test_syn_agrees_with_nmap(tcp_listeners: dict[str, set[int]]) -> None:
+def test_syn_agrees_withnmap_states(tcp_listeners: dict[str, set[int]]) -> None:
     for address in ("127.0.0.1", "::1"):
         spec = ",".join(map(str, sorted(tcp_listeners[address]))) + ",1-3"
         ours = {p.port: p.state for p in scan(hosts([address]), parse_ports(spec), kind="syn").hosts[0].ports}
-        assert ours == _nmap("-sS", address, spec)
+        assert ours == nmap_states("-sS", address, spec)
 
 
 def test_syn_without_root_says_so() -> None:
@@ -204,11 +191,11 @@ def test_udp_full_range_finds_every_responder(responders: _Responders) -> None:
 
 
 @pytest.mark.skipif(not (have("nmap") and os.geteuid() == 0), reason="nmap -sU needs nmap and root")
-def test_udp_agrees_with_nmap(responders: _Responders) -> None:
+def test_udp_agrees_withnmap_states(responders: _Responders) -> None:
     for address in ("127.0.0.1", "::1"):
         spec = ",".join(map(str, sorted(responders.answering[address] | responders.silent[address] | {1, 2})))
         ours = {p.port: p.state for p in scan(hosts([address]), parse_ports(spec, "udp")).hosts[0].ports}
-        assert ours == _nmap("-sU", address, spec)
+        assert ours == nmap_states("-sU", address, spec)
 
 
 def test_udp_payloads_reach_well_known_ports() -> None:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from conftest import have, needs_root
+from conftest import have, needs_root, nmap_states
 from sockscope.scan import hosts, parse_ports, scan
 
 # ports inside the namespace
@@ -107,18 +107,6 @@ TCP_SPEC = ",".join(map(str, TCP_TRUTH))
 UDP_SPEC = ",".join(map(str, UDP_TRUTH))
 
 
-def _nmap(kind: str, address: str, spec: str) -> dict[int, str]:
-    flags = ["-6"] if ":" in address else []
-    out = subprocess.run(["nmap", kind, *flags, "-n", "-Pn", "-p", spec, address, "-oG", "-"], capture_output=True, text=True, check=True).stdout
-    states: dict[int, str] = {}
-    for line in out.splitlines():
-        if "Ports:" in line:
-            for item in line.split("Ports:")[1].split("Ignored")[0].split(","):
-                fields = item.strip().split("/")
-                states[int(fields[0])] = fields[1]
-    return states
-
-
 @needs_root
 @pytest.mark.parametrize("kind", ["connect", "syn"])
 @pytest.mark.parametrize("family", ["v4", "v6"])
@@ -132,7 +120,7 @@ def test_tcp_filtered_is_real(testhost: Target, kind: str, family: str) -> None:
     assert got[REJECTED].reason == ("host-unreach" if (kind, family) == ("connect", "v4") else "admin-prohibited")
     assert got[CLOSED].reason == ("reset" if kind == "syn" else "conn-refused")
     if have("nmap"):
-        assert _nmap("-sS" if kind == "syn" else "-sT", address, TCP_SPEC) == TCP_TRUTH
+        assert nmap_states("-sS" if kind == "syn" else "-sT", address, TCP_SPEC) == TCP_TRUTH
 
 
 @needs_root
@@ -144,7 +132,7 @@ def test_udp_filtered_is_real(testhost: Target, family: str) -> None:
     assert {port: p.state for port, p in got.items()} == UDP_TRUTH
     assert (got[U_REJECTED].reason, got[U_CLOSED].reason, got[U_ANSWER].reason) == ("admin-prohibited", "port-unreach", "udp-response")
     if have("nmap"):
-        assert _nmap("-sU", address, UDP_SPEC) == UDP_TRUTH
+        assert nmap_states("-sU", address, UDP_SPEC) == UDP_TRUTH
 
 
 @needs_root

@@ -97,6 +97,51 @@ class _Rtt:
         return min(self.timing.max_timeout, max(self.timing.min_timeout, self.srtt + 4 * self.var))
 
 
+class Pacer:
+    """Spaces probes to at most `rate` per second (no limit without a rate)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.limited = bool(rate)
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next = time.monotonic()
+
+    def allow(self, now: float) -> bool:
+        """Tell whether a probe may go now (and count it)."""
+        if not self.limited:
+            return True
+        if now < self.next:
+            return False
+        self.next = max(self.next + self.interval, now - 1.0)
+        return True
+
+    def wait(self, now: float) -> float:
+        """How long until the next probe may go."""
+        return max(0.0, self.next - now) if self.limited else 0.0
+
+
+def expire(
+    inflight: dict[int, tuple[socket.socket, Job, int, float]],
+    poller: select.epoll,
+    deadline: float,
+    retries: int,
+    queue: deque[tuple[Job, int]],
+    report: Callable[[Found], None],
+    silent_state: str,
+) -> None:
+    """Close the probes sent before `deadline` (the oldest come first): try again, or report silence."""
+    while inflight:
+        fd, (sock, job, attempt, sent) = next(iter(inflight.items()))
+        if sent > deadline:
+            break
+        del inflight[fd]
+        poller.unregister(fd)
+        sock.close()
+        if attempt < retries:
+            queue.append((job, attempt + 1))
+        else:
+            report(Found(job.host, job.port, silent_state, "no-response", None))
+
+
 def _rst_close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST_LINGER)
@@ -118,8 +163,7 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
     rtt = _Rtt(timing)
     window = max(1, timing.concurrency)
     poller = select.epoll()
-    interval = 1.0 / timing.rate if timing.rate else 0.0
-    next_launch = time.monotonic()
+    pacer = Pacer(timing.rate)
     stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     sol, so_error = socket.SOL_SOCKET, socket.SO_ERROR
     refused, inprogress, aborted = errno.ECONNREFUSED, errno.EINPROGRESS, errno.ECONNABORTED
@@ -128,11 +172,7 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
             if stop is not None and stop():
                 raise Stopped
             now = time.monotonic()
-            while queue and len(inflight) < window:
-                if interval:
-                    if now < next_launch:
-                        break
-                    next_launch = max(next_launch + interval, now - 1.0)
+            while queue and len(inflight) < window and pacer.allow(now):
                 job, attempt = queue.popleft()
                 sock = spare.pop(job.family, None)
                 if sock is None:
@@ -174,16 +214,16 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                         window = max(1, min(window, len(inflight) or 1) // 2)
                         break
             if not inflight:
-                if queue and interval:
-                    time.sleep(max(0.0, next_launch - time.monotonic()))
+                if queue and pacer.limited:
+                    time.sleep(pacer.wait(time.monotonic()))
                 elif queue and len(inflight) >= window:
                     time.sleep(0.005)
                 continue
             now = time.monotonic()
             timeout = rtt.timeout()  # current, so connects sent before any answer came wait no longer than needed
             oldest_deadline = next(iter(inflight.values()))[3] + timeout
-            wait = max(0.0, min(oldest_deadline - now, next_launch - now if interval and queue else 1.0))
-            if queue and len(inflight) < window and not interval:
+            wait = max(0.0, min(oldest_deadline - now, pacer.wait(now) if pacer.limited and queue else 1.0))
+            if queue and len(inflight) < window and not pacer.limited:
                 wait = 0.0
             for fd, _events in poller.poll(wait, 1024):
                 entry = inflight.pop(fd, None)
@@ -207,18 +247,7 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                     report(Found(job.host, job.port, "closed", "conn-refused", elapsed))
                 else:
                     _settle(result, job, attempt, timing, queue, report, elapsed)
-            now = time.monotonic()
-            while inflight:
-                fd, (sock, job, attempt, started) = next(iter(inflight.items()))
-                if started + timeout > now:
-                    break
-                del inflight[fd]
-                poller.unregister(fd)
-                sock.close()
-                if attempt < timing.retries:
-                    queue.append((job, attempt + 1))
-                else:
-                    report(Found(job.host, job.port, "filtered", "no-response", None))
+            expire(inflight, poller, time.monotonic() - timeout, timing.retries, queue, report, "filtered")
             if window < timing.concurrency and not queue:
                 window = timing.concurrency
             elif window < timing.concurrency:

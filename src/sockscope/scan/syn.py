@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ..errors import PermissionDenied, SockscopeError
-from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Stop, Stopped, Timing, _Rtt
+from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Pacer, Stop, Stopped, Timing, _Rtt
 
 MARK = 0x50C5
 _SO_RCVBUFFORCE = 33
@@ -246,8 +246,7 @@ def _run(
     sent_order: deque[tuple[float, tuple[bytes, int], int]] = deque()  # (sent, key, attempt) in send order
     rtt = _Rtt(timing)
     window = max(1, timing.concurrency)
-    interval = 1.0 / timing.rate if timing.rate else 0.0
-    next_send = time.monotonic()
+    pacer = Pacer(timing.rate)
     clock = time.monotonic
     heard = 0
 
@@ -268,11 +267,7 @@ def _run(
         if stop is not None and stop():
             raise Stopped
         now = clock()
-        while queue and len(inflight) < window:
-            if interval:
-                if now < next_send:
-                    break
-                next_send = max(next_send + interval, now - 1.0)
+        while queue and len(inflight) < window and pacer.allow(now):
             job, attempt = queue.popleft()
             sender, target, base = per_target[job.address]
             key = (target, job.port)
@@ -296,8 +291,8 @@ def _run(
         wait = 0.0
         if not queue or len(inflight) >= window:
             wait = max(0.0, sent_order[0][0] + timeout - clock()) if sent_order else 0.05
-        elif interval:
-            wait = max(0.0, next_send - clock())
+        elif pacer.limited:
+            wait = pacer.wait(clock())
         for fd, _events in poller.poll(min(wait, 1.0)):
             kind, sock = listeners[fd]
             receive = sock.recvfrom

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ..errors import SockscopeError
-from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Stop, Stopped, Timing, _is_self, _Rtt
+from .engine import _SLOW_DOWN, ICMP4_REASONS, ICMP6_REASONS, Found, Job, Pacer, Stop, Stopped, Timing, _is_self, _Rtt, expire
 from .probes import udp_payload
 
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
@@ -67,18 +67,13 @@ def udp_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None
     rtt = _Rtt(timing)
     window = max(1, timing.concurrency)
     poller = select.epoll()
-    interval = 1.0 / timing.rate if timing.rate else 0.0
-    next_send = time.monotonic()
+    pacer = Pacer(timing.rate)
     try:
         while queue or inflight:
             if stop is not None and stop():
                 raise Stopped
             now = time.monotonic()
-            while queue and len(inflight) < window:
-                if interval:
-                    if now < next_send:
-                        break
-                    next_send = max(next_send + interval, now - 1.0)
+            while queue and len(inflight) < window and pacer.allow(now):
                 job, attempt = queue.popleft()
                 sock = spare[job.family].pop() if spare[job.family] else None
                 if sock is None:
@@ -113,13 +108,13 @@ def udp_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None
                 inflight[sock.fileno()] = (sock, job, attempt, sent)
             if not inflight:
                 if queue:
-                    time.sleep(max(0.0, min(0.05, next_send - time.monotonic())) if interval else 0.005)
+                    time.sleep(min(0.05, pacer.wait(time.monotonic())) if pacer.limited else 0.005)
                 continue
             now = time.monotonic()
             timeout = rtt.timeout()  # current, so probes sent before any answer came wait no longer than needed
             wait = max(0.0, next(iter(inflight.values()))[3] + timeout - now)
             if queue and len(inflight) < window:
-                wait = min(wait, max(0.0, next_send - now)) if interval else 0.0
+                wait = min(wait, pacer.wait(now)) if pacer.limited else 0.0
             for fd, _events in poller.poll(wait, 1024):
                 sock, job, attempt, sent = inflight.pop(fd)
                 poller.unregister(fd)
@@ -144,18 +139,7 @@ def udp_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], None
                 if attempt == 0:
                     rtt.sample(elapsed)
                 report(Found(job.host, job.port, "open", "udp-response", elapsed, data))
-            now = time.monotonic()
-            while inflight:
-                fd, (sock, job, attempt, sent) = next(iter(inflight.items()))
-                if sent + timeout > now:
-                    break
-                del inflight[fd]
-                poller.unregister(fd)
-                sock.close()
-                if attempt < timing.retries:
-                    queue.append((job, attempt + 1))
-                else:
-                    report(Found(job.host, job.port, "open|filtered", "no-response", None))
+            expire(inflight, poller, time.monotonic() - timeout, timing.retries, queue, report, "open|filtered")
             if window < timing.concurrency:
                 window = min(timing.concurrency, window + 8)
     finally:
