@@ -356,8 +356,8 @@ def scan(
     if udp and not interrupted:
         jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in udp]
         interrupted = _phase([udp_scan] * _worker_count(len(jobs), workers), jobs, timing, "udp", collector, stop)
-    if banners and not interrupted:
-        interrupted = _grab(targets, found, banner_timeout, on_port, stop)
+    if banners:  # an interrupted scan reads no banners but still tells the open ports it held back for them
+        interrupted = _grab(targets, found, banner_timeout if not interrupted else 0.0, on_port, stop) or interrupted
     seconds = time.monotonic() - started
     reports = [HostReport(host.address, host.name, sorted(found[i], key=lambda p: (p.proto, p.port))) for i, host in enumerate(targets)]
     label = "+".join(([kind] if tcp else []) + (["udp"] if udp else []))
@@ -365,14 +365,16 @@ def scan(
 
 
 def _grab(targets: Sequence[Host], found: list[list[PortState]], timeout: float, on_port: Callable[[Host, PortState], None] | None, stop: Stop | None) -> bool:
-    """Read the banners of the open TCP ports and name their services; give True when stopped early."""
+    """Read the banners of the open TCP ports (none when `timeout` is 0) and name their services; give True when stopped early."""
     where = [(i, j) for i, states in enumerate(found) for j, state in enumerate(states) if state.proto == "tcp" and state.state == "open"]
     items = [(targets[i].address, targets[i].family, found[i][j].port) for i, j in where]
     interrupted = False
+    answers = [b""] * len(items)
     try:
-        answers = grab_banners(items, timeout, stop=stop)
+        if timeout > 0:
+            answers = grab_banners(items, timeout, stop=stop)
     except KeyboardInterrupt:
-        answers, interrupted = [b""] * len(items), True
+        interrupted = True
     for (i, j), data in zip(where, answers, strict=True):
         if data:
             named, banner = identify(data, "tcp")
