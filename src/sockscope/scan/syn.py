@@ -80,11 +80,14 @@ def reserve_ports(count: int) -> list[socket.socket]:
     """Bind `count` TCP sockets (IPv4 and IPv6 at once) to kernel-chosen ports that the scan then sends from."""
     held = []
     for _ in range(count):
+        sock = None
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(("::", 0))
         except OSError:  # no IPv6 on this host: IPv4 alone
+            if sock is not None:
+                sock.close()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind(("0.0.0.0", 0))
         held.append(sock)
