@@ -32,7 +32,6 @@ from ..services import by_port
 from .engine import Found, Job, Stop, Stopped, Timing, connect_scan
 from .portspec import parse_ports, top_ports
 from .probes import grab_banners, identify
-from .syn import RstGuard, check_privilege, reserve_ports, syn_scan
 from .targets import Host, hosts
 from .udp import udp_scan
 
@@ -327,6 +326,8 @@ def scan(
     if not targets:
         raise UsageError("no hosts to scan")
     if tcp and kind == "syn":
+        from .syn import RstGuard, check_privilege, reserve_ports, syn_scan  # raw sockets, ctypes, nft: only for SYN scans
+
         check_privilege([host.family for host in targets])
     limit = raise_file_limit(timing.concurrency + 256)
     if limit < timing.concurrency + 64:

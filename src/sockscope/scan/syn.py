@@ -178,6 +178,14 @@ class _Sender:
         self.syn = bytearray(_HEADER.pack(port, 0, isn, 0, 6 << 4, _SYN, 1024, 0, 0) + _MSS)
         self._put = struct.Struct("!H").pack_into
         self._sendto = self.sock.sendto
+        self._sources: dict[bytes, bytes] = {}  # target -> the local address packets to it leave from
+
+    def _sum(self, target: bytes, address: str, header: bytes) -> int:
+        """The one's-complement sum of a TCP header to `target` and its pseudo-header (IPv4)."""
+        source = self._sources.get(target)
+        if source is None:
+            source = self._sources[target] = _source_for(self.family, address)
+        return _sum16(_pseudo(source, target, len(header))) + _sum16(header)
 
     def checksum_base(self, target: bytes, address: str) -> int:
         """The checksum sum of a SYN to `target` without its port (-1: IPv6, where the kernel sums)."""
@@ -185,7 +193,7 @@ class _Sender:
             return -1
         header = bytearray(self.syn)
         header[2:4] = b"\x00\x00"
-        return _sum16(_pseudo(_source_for(self.family, address), target, len(header))) + _sum16(bytes(header))
+        return self._sum(target, address, bytes(header))
 
     def send_syn(self, base: int, address: str, port: int) -> None:
         packet = self.syn
@@ -200,8 +208,7 @@ class _Sender:
     def send_rst(self, target: bytes, address: str, port: int) -> None:
         header = bytearray(_HEADER.pack(self.port, port, (self.isn + 1) & 0xFFFFFFFF, 0, 5 << 4, _RST, 0, 0, 0))
         if self.family == socket.AF_INET:
-            source = _source_for(self.family, address)
-            struct.pack_into("!H", header, 16, _fold(_sum16(_pseudo(source, target, len(header))) + _sum16(bytes(header))))
+            struct.pack_into("!H", header, 16, _fold(self._sum(target, address, bytes(header))))
         with contextlib.suppress(OSError):
             self.sock.sendto(header, (address, 0))
 
