@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving import Served, port, serving
+from sockscope.address import Address
 from sockscope.net import http as web
-from sockscope.net.address import Address
 from sockscope.net.server import Hub, Settings
 
 

@@ -328,8 +328,8 @@ def test_services_builtin_table_without_etc_services() -> None:
 
 
 def test_wait_keeps_trying_a_name_that_does_not_resolve_yet(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sockscope.address import parse_address
     from sockscope.errors import UsageError
-    from sockscope.net.address import parse_address
     from sockscope.ports import wait
 
     def unresolvable(_address, passive=False):  # type: ignore[no-untyped-def]  # no DNS query leaves the host

@@ -86,9 +86,8 @@ def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
 
 
 def _zero_io(args: argparse.Namespace, env: Environment) -> int:
-    from ..net.address import parse_address
+    from ..address import parse_address, parse_range
     from ..net.client import probe
-    from ..ports.free import parse_range
 
     first = parse_address(args.target, default_host="127.0.0.1", default_kind=default_kind(args), port_required=False)
     addresses = [first] if first.port is not None or first.is_unix else []
@@ -113,7 +112,7 @@ def _zero_io(args: argparse.Namespace, env: Environment) -> int:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Connect and bridge, or check ports (-z)."""
-    from ..net.address import parse_address
+    from ..address import parse_address
     from ..net.client import client_tls, connect, describe
 
     if args.zero_io:

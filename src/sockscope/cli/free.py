@@ -26,7 +26,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Print N free ports, one per line (or JSON)."""
-    from ..ports.free import free_ports, parse_range
+    from ..address import parse_range
+    from ..ports.free import free_ports
 
     found = free_ports(args.count, udp=args.udp, port_range=parse_range(args.range) if args.range else None, host=args.host)
     if args.json:

@@ -26,8 +26,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Stop the listeners of a port; exit 0 when the port ends up free."""
+    from ..address import parse_port
     from ..inventory import proc_root
-    from ..net.address import parse_port
     from ..ports.kill import Victim, parse_signal, stop
 
     port = parse_port(args.port.removeprefix(":"))

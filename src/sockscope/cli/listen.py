@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Accept and bridge."""
-    from ..net.address import parse_address
+    from ..address import parse_address
     from ..net.client import accept, listen_socket
 
     options = bridge_options(args)

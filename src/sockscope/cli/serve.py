@@ -117,7 +117,7 @@ class Printer:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Serve until SIGINT/SIGTERM."""
-    from ..net.address import parse_address
+    from ..address import parse_address
     from ..net.server import Settings, serve
 
     address = parse_address(args.address, default_host="127.0.0.1")

@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Wait for the addresses; run the command after `--` when all are up."""
-    from ..net.address import parse_address
+    from ..address import parse_address
     from ..ports.wait import wait_for
 
     command: list[str] = getattr(args, "command_after", [])

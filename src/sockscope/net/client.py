@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ..address import Address, resolve, sockaddr_text
 from ..errors import ConnectFailed, UsageError
-from .address import Address, resolve
-from .listeners import peer_credentials, sockaddr_text
+from .listeners import peer_credentials
 
 CHUNK = 64 * 1024
 _UNIX_FAMILY = {"unix": socket.SOCK_STREAM, "unix-dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}

@@ -22,7 +22,8 @@ from typing import BinaryIO, NamedTuple
 import httptools
 
 from .. import __version__
-from .server import Hub, StreamSession
+from .hub import Hub
+from .modes import StreamSession
 
 SERVER = f"sockscope/{__version__}".encode()
 CACHE_LIMIT = 64 * 1024  # files up to this size are kept in memory (re-checked by mtime and size)

@@ -13,23 +13,13 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from ..address import Address, resolve, sockaddr_text
 from ..errors import AddressInUse, PermissionDenied, SockscopeError, UsageError
-from .address import Address, resolve
 
 Narrate = Callable[[str], None]
 
 _FAMILIES: dict[int, str] = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX"}
 _TYPES: dict[int, str] = {socket.SOCK_STREAM: "SOCK_STREAM", socket.SOCK_DGRAM: "SOCK_DGRAM", socket.SOCK_SEQPACKET: "SOCK_SEQPACKET"}
-
-
-def sockaddr_text(sockaddr: Any) -> str:
-    """Give `127.0.0.1:9999`, `[::1]:9999`, a unix path or `@abstract` for a socket address."""
-    if isinstance(sockaddr, tuple):
-        host, port = sockaddr[0], sockaddr[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if isinstance(sockaddr, bytes):
-        return "@" + sockaddr[1:].decode(errors="backslashreplace") if sockaddr.startswith(b"\0") else os.fsdecode(sockaddr)
-    return str(sockaddr) if sockaddr else "(unnamed)"
 
 
 def peer_credentials(sock: Any) -> tuple[int, int] | None:

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Iterable
 
 from ..errors import NothingFound, UsageError
-from ..net.address import parse_port
 
 
 def sysctl_numbers(name: str, proc_root: str = "/proc") -> list[int] | None:
@@ -30,16 +29,6 @@ def unprivileged_port_start(proc_root: str = "/proc") -> int:
     """Give the lowest port an unprivileged process may bind (net.ipv4.ip_unprivileged_port_start)."""
     found = sysctl_numbers("net.ipv4.ip_unprivileged_port_start", proc_root)
     return found[0] if found else 1024
-
-
-def parse_range(text: str) -> tuple[int, int]:
-    """Give (low, high) from `A-B` (or one port `A`); UsageError unless 1 <= A <= B <= 65535."""
-    low_text, sep, high_text = text.partition("-")
-    low = parse_port(low_text.strip(), "range start")
-    high = parse_port(high_text.strip(), "range end") if sep else low
-    if low > high:
-        raise UsageError(f"range {text!r} runs backwards: write LOW-HIGH")
-    return low, high
 
 
 def _hosts(host: str | None) -> list[tuple[int, str]]:

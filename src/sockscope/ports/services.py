@@ -6,9 +6,9 @@ import fnmatch
 from typing import NamedTuple
 
 from .. import services
+from ..address import parse_port, parse_range
 from ..errors import UsageError
-from ..net.address import parse_port
-from .free import ephemeral_range, parse_range, unprivileged_port_start
+from .free import ephemeral_range, unprivileged_port_start
 
 
 class PortFacts(NamedTuple):

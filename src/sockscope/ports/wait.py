@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
+from ..address import Address, resolve
 from ..errors import SockscopeError
-from ..net.address import Address, resolve
 
 
 class Waited(NamedTuple):

@@ -6,12 +6,12 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ..address import parse_port
 from ..errors import UsageError
 from ..inventory import Query, proc_root, state_mask, take
 from ..inventory.owners import find_holders, scan
 from ..inventory.processes import ProcessInfo, describe
 from ..model import Endpoint, NetId, Socket, State, UnixEndpoint
-from ..net.address import parse_port
 
 UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
 # Every state in which a process holds the socket (TIME-WAIT sockets belong to no process).

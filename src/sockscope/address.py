@@ -10,10 +10,11 @@ A bare port means the default host (loopback unless a command says otherwise).
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from typing import Any, Literal, NamedTuple
 
-from ..errors import UsageError
+from .errors import UsageError
 
 Kind = Literal["tcp", "udp", "unix", "unix-dgram", "seqpacket"]
 INET_KINDS = ("tcp", "udp")
@@ -116,3 +117,23 @@ def resolve(address: Address, passive: bool = False) -> Resolved:
     except socket.gaierror as exc:
         raise UsageError(f"cannot resolve host {address.host!r}: {exc.strerror}") from None
     return [(int(family), tuple(sockaddr)) for family, _type, _proto, _name, sockaddr in found]
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """Give (low, high) from `A-B` (or one port `A`); UsageError unless 1 <= A <= B <= 65535."""
+    low_text, sep, high_text = text.partition("-")
+    low = parse_port(low_text.strip(), "range start")
+    high = parse_port(high_text.strip(), "range end") if sep else low
+    if low > high:
+        raise UsageError(f"range {text!r} runs backwards: write LOW-HIGH")
+    return low, high
+
+
+def sockaddr_text(sockaddr: Any) -> str:
+    """Give `127.0.0.1:9999`, `[::1]:9999`, a unix path or `@abstract` for a socket address."""
+    if isinstance(sockaddr, tuple):
+        host, port = sockaddr[0], sockaddr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(sockaddr, bytes):
+        return "@" + sockaddr[1:].decode(errors="backslashreplace") if sockaddr.startswith(b"\0") else os.fsdecode(sockaddr)
+    return str(sockaddr) if sockaddr else "(unnamed)"

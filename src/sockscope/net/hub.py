@@ -1,0 +1,164 @@
+"""The state one serving process shares among its clients: settings, limits, events.
+
+`Event`s are how the server tells what happens (the library prints nothing); `Hub` counts clients
+in and out, applies the limits and sweeps idle and slow clients once per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ..address import Address
+from ..errors import UsageError
+from .listeners import Narrate
+
+MODES = ("print", "echo", "discard", "chat", "http")
+
+
+class Event(NamedTuple):
+    """One thing that happened: `kind` is listening, warning, connect, data, close, refused, trace,
+    stopping or stopped; `conn` numbers the client (per worker), `peer` names it."""
+
+    kind: str
+    conn: int | None = None
+    peer: str | None = None
+    size: int | None = None
+    data: bytes | None = None
+    detail: str | None = None
+    pid: int | None = None
+    uid: int | None = None
+    worker: int | None = None
+    sent: int | None = None
+    received: int | None = None
+    seconds: float | None = None
+
+
+EventSink = Callable[[Event], None]
+
+
+class Settings(NamedTuple):
+    """What to serve and within which limits (the options of `sockscope serve`)."""
+
+    address: Address
+    mode: str = "print"
+    root: str | None = None
+    max_conns: int = 1024
+    idle_timeout: float | None = None
+    request_timeout: float = 10.0
+    max_line: int = 64 * 1024
+    max_request: int = 64 * 1024
+    workers: int = 1
+    tls: tuple[str, str] | None = None
+    grace: float = 2.0
+    backlog: int = 1024
+    data_events: bool = True
+    trace: bool = False
+    uvloop: bool = True
+
+
+# A receiver in chat mode with more than this waiting to be sent is too slow to keep, and is dropped.
+SLOW_RECEIVER = 1 << 20
+
+
+def check(settings: Settings) -> None:
+    """Refuse settings that cannot work together (UsageError)."""
+    kind = settings.address.kind
+    if settings.mode not in MODES:
+        raise UsageError(f"unknown mode {settings.mode!r}: choose one of {', '.join(MODES)}")
+    if settings.mode == "http":
+        if kind not in ("tcp", "unix"):
+            raise UsageError("--mode http needs a stream socket (tcp:// or unix:)")
+        if not settings.root or not os.path.isdir(settings.root):
+            raise UsageError(f"--root {settings.root!r} is not a directory")
+    if settings.tls and kind not in ("tcp", "unix"):
+        raise UsageError("--tls needs a stream socket (tcp:// or unix:)")
+    if settings.mode == "chat" and settings.workers > 1:
+        raise UsageError("--mode chat relays between the clients of one process: use --workers 1")
+    if settings.workers < 1 or settings.max_conns < 1:
+        raise UsageError("--workers and --max-conns must be at least 1")
+    if settings.idle_timeout is not None and settings.idle_timeout <= 0:
+        raise UsageError("--idle-timeout must be more than 0 seconds")
+
+
+def process_name(pid: int) -> str:
+    # not owners.process_name: that one caches by pid for one short run; a server lives long and pids are reused
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
+class Hub:
+    """The state of one worker: its clients, its limits, and where its events go."""
+
+    def __init__(self, settings: Settings, sink: EventSink, worker: int | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.worker = worker
+        self.sessions: set[Any] = set()
+        self.count = 0
+        self.trace = settings.trace
+        self.watching = settings.trace or settings.data_events
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.idle_sweep: asyncio.TimerHandle | None = None
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.sink(Event(kind, worker=self.worker, **fields))
+
+    def narrate(self, text: str) -> None:
+        self.sink(Event("trace", detail=text, worker=self.worker))
+
+    def narrator(self) -> Narrate | None:
+        return self.narrate if self.trace else None
+
+    def admit(self, session: Any) -> bool:
+        """Count a new client in (True), or tell that the server is full or stopping (False)."""
+        if self.stopping or len(self.sessions) >= self.settings.max_conns:
+            why = "server stopping" if self.stopping else f"--max-conns {self.settings.max_conns} reached"
+            self.emit("refused", peer=session.peer, detail=why)
+            return False
+        self.count += 1
+        session.conn = self.count
+        self.sessions.add(session)
+        self.emit("connect", conn=session.conn, peer=session.peer, pid=session.pid, uid=session.uid)
+        return True
+
+    def left(self, session: Any, reason: str | None) -> None:
+        if session.conn is None or session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        seconds = time.monotonic() - session.started
+        self.emit("close", conn=session.conn, peer=session.peer, sent=session.tx, received=session.rx, seconds=round(seconds, 3), detail=reason)
+
+    def others(self, sender: Any) -> list[Any]:
+        return [s for s in self.sessions if s is not sender]
+
+    # idle clients and slow requests are dropped by one sweep over all clients, not a timer each
+    def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        limits = [t for t in (self.settings.idle_timeout, self.settings.request_timeout if self.settings.mode == "http" else None) if t]
+        if limits:
+            self.tick = max(0.05, min(1.0, min(limits) / 4))
+            self.idle_sweep = loop.call_later(self.tick, self.sweep)
+
+    def sweep(self) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        idle_limit = self.settings.idle_timeout
+        for session in list(self.sessions):
+            moved = session.rx + session.tx
+            if moved != session.mark:
+                session.mark, session.idle = moved, 0.0
+            else:
+                session.idle += self.tick
+            if idle_limit and session.idle >= idle_limit:
+                session.drop(f"idle for {idle_limit:g}s")
+            else:
+                session.check_deadline(now)
+        self.idle_sweep = self.loop.call_later(self.tick, self.sweep)
