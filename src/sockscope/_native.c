@@ -81,15 +81,38 @@ static uint32_t u32(const unsigned char *p) {
     return v;
 }
 
-/* inet_sockets(chunk, offset, length, count, netid, inet, inet6, states, Endpoint, Socket, netns)
- * -> list[Socket] | None */
+#define INET_DIAG_SKV6ONLY 11
+#define SOCKET_FIELDS 13
+
+/* INET_DIAG_SKV6ONLY of one message (m: after the netlink header, size: the rest of it):
+ * 0 or 1, 2 when absent, -1 when the attributes are malformed (diag.attributes raises). Like
+ * the Python twin, the last attribute of the type wins. Only inet6 sockets that listen or
+ * are closed (TCP_LISTEN 10, TCP_CLOSE 7) carry it. */
+static int v6only_of(const unsigned char *m, Py_ssize_t size) {
+    int found = 2;
+    Py_ssize_t at = INET_MSG;
+    while (at + 4 <= size) {
+        uint16_t len, type;
+        memcpy(&len, m + at, 2);
+        memcpy(&type, m + at + 2, 2);
+        if (len < 4 || at + len > size) return -1;
+        if ((type & 0x3FFF) == INET_DIAG_SKV6ONLY) found = len > 4 ? m[at + 4] != 0 : 2;
+        at += (len + 3) & ~3;
+    }
+    return found;
+}
+
+static int wants_v6only(const unsigned char *m) { return m[0] == AF_INET6 && (m[1] == 7 || m[1] == 10); }
+
+/* inet_sockets(chunk, offset, length, count, netid, inet, inet6, states, Endpoint, Socket, netns, devices)
+ * -> list[Socket] | None; devices(ifindex) names the bound interface of a socket (ifindex != 0). */
 static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     Py_buffer chunk;
     Py_ssize_t offset, length, count;
-    PyObject *netid, *fam_inet, *fam_inet6, *states, *netns;
+    PyObject *netid, *fam_inet, *fam_inet6, *states, *netns, *devices;
     PyTypeObject *endpoint_type, *socket_type;
-    if (!PyArg_ParseTuple(args, "y*nnnOOOO!O!O!O", &chunk, &offset, &length, &count, &netid, &fam_inet, &fam_inet6, &PyTuple_Type,
-                          &states, &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns))
+    if (!PyArg_ParseTuple(args, "y*nnnOOOO!O!O!OO", &chunk, &offset, &length, &count, &netid, &fam_inet, &fam_inet6, &PyTuple_Type,
+                          &states, &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices))
         return NULL;
     PyObject *out = NULL;
     AddrSlot slots[ADDR_SLOTS];
@@ -102,6 +125,7 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < count; i++) {
         const unsigned char *m = base + i * length + NLMSG_HDR;
         if (m[0] != family || m[1] >= nstates) goto fallback;
+        if (wants_v6only(m) && v6only_of(m, length - NLMSG_HDR) < 0) goto fallback;
     }
     PyObject *fam = family == AF_INET ? fam_inet : fam_inet6;
     out = PyList_New(count);
@@ -127,8 +151,11 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
         PyObject *wq = PyLong_FromUnsignedLong(u32(m + 60));
         PyObject *uid = PyLong_FromUnsignedLong(u32(m + 64));
         PyObject *inode = PyLong_FromUnsignedLong(u32(m + 68));
-        PyObject *sock = new_record(socket_type, 11);
-        if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || sock == NULL) {
+        PyObject *sock = new_record(socket_type, SOCKET_FIELDS);
+        uint32_t ifindex = u32(m + 40);
+        PyObject *device = ifindex ? PyObject_CallFunction(devices, "k", (unsigned long)ifindex) : Py_NewRef(Py_None);
+        if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || sock == NULL || device == NULL) {
+            Py_XDECREF(device);
             Py_XDECREF(rq);
             Py_XDECREF(wq);
             Py_XDECREF(uid);
@@ -155,6 +182,9 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
         PyTuple_SET_ITEM(sock, 8, uid);
         PyTuple_SET_ITEM(sock, 9, netns);
         PyTuple_SET_ITEM(sock, 10, Py_None);
+        PyTuple_SET_ITEM(sock, 11, device);
+        int v6only = wants_v6only(m) ? v6only_of(m, length - NLMSG_HDR) : 2;
+        PyTuple_SET_ITEM(sock, 12, Py_NewRef(v6only == 2 ? Py_None : v6only ? Py_True : Py_False));
         PyList_SET_ITEM(out, i, sock);
     }
     goto done;
@@ -297,17 +327,20 @@ static int owners_cell(PyObject *owners, Buf *b, Py_ssize_t *width) {
     return 0;
 }
 
-/* An inet endpoint column given as (sockets, index, hosts, names, star_zero): cells are
- * "addr:" (or "[v6]:") from the `hosts` cache and the port's text (a service name from
- * `names`, "*" for port 0 when star_zero, else the number). 0: done, 1: not such a column. */
+/* An inet endpoint column given as (sockets, index, hosts, names, star_zero, special): cells
+ * are "addr:" (or "[v6]:") from the `hosts` cache, or from `special` (row -> text) for the
+ * rows it has, and the port's text (a service name from `names`, "*" for port 0 when
+ * star_zero, else the number). 0: done, 1: not such a column. */
 static int inet_column(PyObject *spec, Py_ssize_t nrow, Column *col, PyObject **ports) {
-    PyObject *sockets, *hosts, *names;
+    PyObject *sockets, *hosts, *names, *special;
     Py_ssize_t index;
     int star_zero;
-    if (!PyArg_ParseTuple(spec, "O!nO!O!p", &PyList_Type, &sockets, &index, &PyDict_Type, &hosts, &PyDict_Type, &names, &star_zero)) {
+    if (!PyArg_ParseTuple(spec, "O!nO!O!pO!", &PyList_Type, &sockets, &index, &PyDict_Type, &hosts, &PyDict_Type, &names, &star_zero,
+                          &PyDict_Type, &special)) {
         PyErr_Clear();
         return 1;
     }
+    int any_special = PyDict_GET_SIZE(special) > 0;
     if (PyList_GET_SIZE(sockets) != nrow) return 1;
     for (Py_ssize_t r = 0; r < nrow; r++) {
         PyObject *sock = PyList_GET_ITEM(sockets, r);
@@ -333,6 +366,17 @@ static int inet_column(PyObject *spec, Py_ssize_t nrow, Column *col, PyObject **
             if (failed) return -1;
             host = PyDict_GetItemWithError(hosts, address); /* the dict holds it now */
             if (host == NULL) return -1;
+        }
+        if (any_special) {
+            PyObject *row = PyLong_FromSsize_t(r);
+            if (row == NULL) return -1;
+            PyObject *head = PyDict_GetItemWithError(special, row);
+            Py_DECREF(row);
+            if (head == NULL && PyErr_Occurred()) return -1;
+            if (head != NULL) {
+                if (!PyUnicode_Check(head)) return 1;
+                host = head; /* borrowed: the dict holds it */
+            }
         }
         PyObject **text = &ports[(star_zero ? 65536 : 0) + port];
         if (*text == NULL) {
@@ -397,7 +441,7 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
         if (PyList_Check(col)) {
             if (nrow >= 0 && PyList_GET_SIZE(col) != nrow) Py_RETURN_NONE;
             nrow = PyList_GET_SIZE(col);
-        } else if (!PyTuple_Check(col) || (PyTuple_GET_SIZE(col) != 5 && PyTuple_GET_SIZE(col) != 1) || !PyList_Check(PyTuple_GET_ITEM(col, 0))) {
+        } else if (!PyTuple_Check(col) || (PyTuple_GET_SIZE(col) != 6 && PyTuple_GET_SIZE(col) != 1) || !PyList_Check(PyTuple_GET_ITEM(col, 0))) {
             Py_RETURN_NONE;
         } else {
             Py_ssize_t n = PyList_GET_SIZE(PyTuple_GET_ITEM(col, 0));

@@ -12,5 +12,6 @@ def inet_sockets(
     endpoint: type,
     socket: type,
     netns: str | None,
+    devices: object,
 ) -> list[object] | None: ...
 def table_text(titles: tuple[str, ...], columns: tuple[Sequence[object], ...], right: tuple[bool, ...], header: bool) -> str | None: ...

@@ -37,6 +37,7 @@ class NetId(enum.StrEnum):
     VSOCK_STREAM = "v_str"
     VSOCK_DGRAM = "v_dgr"
     VSOCK_SEQPACKET = "v_seq"
+    MPTCP = "mptcp"
 
 
 class State(enum.StrEnum):
@@ -83,10 +84,15 @@ class UnixEndpoint(NamedTuple):
 
 
 class NetlinkEndpoint(NamedTuple):
-    """A netlink socket's end: protocol name (`rtnl`, `nft`, ...) and port id (0 is the kernel)."""
+    """A netlink socket's end: protocol name (`rtnl`, `nft`, ...), port id (0 is the kernel) and group.
+
+    A peer is the destination a connected socket sends to (`group` is the multicast group
+    number, 0 for none); the peer of a socket that is not connected has the protocol "".
+    """
 
     protocol: str
     portid: int
+    group: int = 0
 
 
 class PacketEndpoint(NamedTuple):
@@ -121,6 +127,11 @@ class Socket(NamedTuple):
     `owners` is None when owners were not asked for, () when no process holds it (or the
     holders could not be seen), and lists every holder when several processes share it.
     `recv_q`/`send_q` follow `ss`: for a listener they are the accept backlog and its limit.
+    `device` is the interface an inet socket is bound to (SO_BINDTODEVICE, or the scope of a
+    link-local address), None when it is not bound to one. `v6only` tells, for an inet6 socket
+    that is listening or not connected, whether it takes IPv6 alone (False: IPv4 too, which
+    `ss` shows as `*`); None when the kernel does not say (other states, other families, /proc).
+    Both come after `owners` so records built by position keep their meaning.
     """
 
     netid: NetId
@@ -134,3 +145,5 @@ class Socket(NamedTuple):
     uid: int | None
     netns: str | None = None
     owners: tuple[Owner, ...] | None = None
+    device: str | None = None
+    v6only: bool | None = None

@@ -28,6 +28,7 @@ KIND_WORDS: dict[str, frozenset[NetId]] = {
     "packet_raw": frozenset({NetId.PACKET_RAW}),
     "packet_dgram": frozenset({NetId.PACKET_DGRAM}),
     "vsock": frozenset({NetId.VSOCK_STREAM, NetId.VSOCK_DGRAM, NetId.VSOCK_SEQPACKET}),
+    "mptcp": frozenset({NetId.MPTCP}),
 }
 
 
@@ -45,6 +46,7 @@ def add_parser(commands: Any) -> None:
     kinds.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
     kinds.add_argument("-w", "--raw", action="store_true", help="raw sockets")
     kinds.add_argument("-x", "--unix", action="store_true", help="unix domain sockets")
+    kinds.add_argument("-M", "--mptcp", action="store_true", help="MPTCP sockets")
     kinds.add_argument("-A", "--query", metavar="KINDS", help=f"comma-separated kinds: {','.join(KIND_WORDS)}")
     states = p.add_argument_group("states")
     states.add_argument("-l", "--listening", action="store_true", help="listening (and unconnected) sockets only")
@@ -77,6 +79,8 @@ def selected_kinds(args: argparse.Namespace) -> frozenset[NetId]:
         kinds |= KIND_WORDS["raw"]
     if args.unix:
         kinds |= KIND_WORDS["unix"]
+    if args.mptcp:
+        kinds |= KIND_WORDS["mptcp"]
     if args.query:
         for word in args.query.split(","):
             found = KIND_WORDS.get(word.strip().lower())

@@ -3,14 +3,21 @@
 `ls` may print tens of thousands of rows and must keep pace with `ss`: the table is built
 column by column, by the C accelerator (`_native.c`) when it is there, else with C-level
 `map`/`str.format` in Python (same text either way).
+
+Names come from users (unix socket paths, process and namespace names) and may hold any byte
+but NUL: the output stays valid in its format whatever they hold. The table and CSV show a
+byte that is not UTF-8 as `\xff` and a control character escaped (`\n`, `\x1b`); JSON gives
+the name with the same `\xff` escapes and, only when it is not clean UTF-8, its exact bytes in
+base64 beside it (`path_b64`).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
 from .. import native
 from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
@@ -20,11 +27,72 @@ if TYPE_CHECKING:
 
 PortNames = dict[int, str]
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-def inet_texts(ends: Iterable[Endpoint], hosts: dict[str, str], names: PortNames, is_peer: bool) -> list[str]:
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (decoded with surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if char.isprintable():
+        return char
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape(text: str) -> str:
+    """Give text safe to print on one line: bytes that were not UTF-8 as `\\xNN`, control and
+    other unprintable characters escaped (`\\n`, `\\x1b`); printable text unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(map(_escape_char, text))
+
+
+def clean_bytes(text: str) -> bool:
+    """Tell whether a name came from clean UTF-8 (no byte was smuggled in by surrogateescape)."""
+    return text.isascii() or not any(0xD800 <= ord(char) <= 0xDFFF for char in text)
+
+
+def escape_undecodable(text: str) -> str:
+    """Give text with only the bytes that were not UTF-8 written as `\\xNN` (for JSON strings)."""
+    if clean_bytes(text):
+        return text
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else "\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def host_text(address: str, device: str | None, v6only: bool | None, is_peer: bool) -> str:
+    """Give the `address:` part of an inet endpoint as `ss` draws it.
+
+    An inet6 socket on `::` that takes IPv4 too (v6only False) is `*`; a socket bound to a
+    device shows it after its local address (`0.0.0.0%lo:`).
+    """
+    host = "*" if v6only is False and address == "::" else f"[{address}]" if ":" in address else address
+    if device is not None and not is_peer:
+        host += f"%{escape(device)}"
+    return host + ":"
+
+
+def special_hosts(sockets: Sequence[Socket], is_peer: bool) -> dict[int, str]:
+    """Give row -> `address:` text for the rows `host_text` draws differently from the plain
+    address: bound to a device, or dual-stack on `::` (C-level scan; the rows are few)."""
+    devices = list(map(itemgetter(11), sockets))
+    v6only = list(map(itemgetter(12), sockets))
+    if not any(devices) and False not in v6only:
+        return {}
+    position = 6 if is_peer else 5
+    special = {}
+    for row, (device, flag) in enumerate(zip(devices, v6only, strict=True)):
+        if (device is not None and not is_peer) or flag is False:
+            special[row] = host_text(sockets[row][position].address, device, flag, is_peer)  # type: ignore[union-attr]
+    return special
+
+
+def inet_texts(ends: Iterable[Endpoint], hosts: dict[str, str], names: PortNames, is_peer: bool, special: dict[int, str] | None = None) -> list[str]:
     """Give `address:port` for a column of inet endpoints (uniques formatted once each).
 
-    `hosts` caches the `address:` part across calls; ports get their service name from `names`.
+    `hosts` caches the `address:` part across calls; ports get their service name from `names`;
+    `special` gives the `address:` part of some rows instead (see special_hosts).
     """
     ends = list(ends)
     for address in set(map(itemgetter(0), ends)).difference(hosts):
@@ -32,7 +100,10 @@ def inet_texts(ends: Iterable[Endpoint], hosts: dict[str, str], names: PortNames
     ports = {port: names.get(port) or str(port) for port in set(map(itemgetter(1), ends))}
     if is_peer and 0 in ports:
         ports[0] = "*"
-    return list(map(str.__add__, map(hosts.__getitem__, map(itemgetter(0), ends)), map(ports.__getitem__, map(itemgetter(1), ends))))
+    heads = list(map(hosts.__getitem__, map(itemgetter(0), ends)))
+    for row, head in (special or {}).items():
+        heads[row] = head
+    return list(map(str.__add__, heads, map(ports.__getitem__, map(itemgetter(1), ends))))
 
 
 class InetCells(NamedTuple):
@@ -44,9 +115,10 @@ class InetCells(NamedTuple):
     hosts: dict[str, str]
     names: PortNames
     is_peer: bool
+    special: dict[int, str]  # row -> its `address:` text, where it is not the plain address
 
     def texts(self) -> list[str]:
-        return inet_texts(map(itemgetter(self.position), self.sockets), self.hosts, self.names, self.is_peer)
+        return inet_texts(map(itemgetter(self.position), self.sockets), self.hosts, self.names, self.is_peer, self.special)
 
 
 class OwnerCells(NamedTuple):
@@ -70,12 +142,15 @@ class EndpointText:
         if isinstance(end, Endpoint):
             return inet_texts([end], self.hosts, self.names.get(netid, {}), is_peer)[0]
         if isinstance(end, UnixEndpoint):
-            return f"{end.path or '*'} {end.inode if is_peer else inode}"
+            return f"{escape(end.path or '*')} {end.inode if is_peer else inode}"
         if isinstance(end, NetlinkEndpoint):
+            if is_peer:  # as ss: the destination group and port of a connected socket
+                return f"{end.group}:{end.portid}" if end.protocol else "*"
             port = "kernel" if end.portid == 0 else str(end.portid)
-            return f"{end.protocol}:{port}" if not is_peer else "*"
+            return f"{end.protocol}:{port}"
         if isinstance(end, PacketEndpoint):
-            return f"{end.protocol}:{end.interface}" if not is_peer else "*"
+            protocol = "*" if end.protocol == "ALL" else end.protocol  # ss: `*` for every protocol
+            return f"{protocol}:{escape(end.interface)}" if not is_peer else "*"
         if isinstance(end, VsockEndpoint):
             return f"{end.cid}:{end.port}"
         return str(end)
@@ -84,9 +159,14 @@ class EndpointText:
         """Give the local (or peer) endpoint column: InetCells when every row is inet of one kind."""
         index = 6 if is_peer else 5
         netids = set(map(itemgetter(0), sockets))
+        special = special_hosts(sockets, is_peer)
         if len(netids) == 1 and set(map(type, map(itemgetter(index), sockets))) <= {Endpoint}:
-            return InetCells(list(sockets), index, self.hosts, self.names.get(next(iter(netids)), {}), is_peer)
-        return [self.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, map(itemgetter(index), sockets), strict=True)]
+            return InetCells(list(sockets), index, self.hosts, self.names.get(next(iter(netids)), {}), is_peer, special)
+        cells = [self.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, map(itemgetter(index), sockets), strict=True)]
+        for row, head in special.items():
+            end = cast(Endpoint, sockets[row][index])
+            cells[row] = inet_texts([end], {end.address: head}, self.names.get(sockets[row].netid, {}), is_peer)[0]
+        return cells
 
 
 class OwnersText:
@@ -125,7 +205,8 @@ def table(
     """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
     columns: list[tuple[str, list[Any] | InetCells | OwnerCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
     if netns:
-        columns.append(("Netns", [s.netns or "-" for s in sockets], False))
+        labels = {label: escape(label or "-") for label in set(map(itemgetter(9), sockets))}
+        columns.append(("Netns", list(map(labels.__getitem__, map(itemgetter(9), sockets))), False))
     if netid:
         columns.append(("Netid", list(map(itemgetter(0), sockets)), False))
     columns += [
@@ -139,11 +220,23 @@ def table(
         columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
         columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
     if processes:
-        columns.append(("Process", OwnerCells(list(map(itemgetter(10), sockets))), False))
+        columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
     fast = native.accel
     text = fast.table_text(titles, cells, rights, header) if fast is not None else None
     out.write(text if text is not None else table_text(titles, cells, rights, header))
+
+
+def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
+    """Give the owners column with unprintable process and user names escaped (rarely any)."""
+    people = {(o.name, o.user) for owners in set(column) if owners for o in owners}
+    if all(name.isprintable() and user.isprintable() for name, user in people):
+        return column
+    cleaned = {}
+    for owners in set(column):
+        if owners:
+            cleaned[owners] = tuple(o._replace(name=escape(o.name), user=escape(o.user)) for o in owners)
+    return [cleaned.get(owners, owners) if owners else owners for owners in column]
 
 
 def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool) -> str:
@@ -159,30 +252,50 @@ def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | 
     return "".join(line + "\n" for line in lines)
 
 
-def endpoint_json(end: AnyEndpoint, is_peer: bool) -> dict[str, Any]:
-    """Give the JSON object of an endpoint (the contract in ARCHITECTURE.md)."""
+def _unix_json(path: str | None) -> dict[str, Any]:
+    if path is None or clean_bytes(path):
+        return {"path": path}
+    return {"path": escape_undecodable(path), "path_b64": base64.b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")}
+
+
+def endpoint_json(end: AnyEndpoint, is_peer: bool, device: str | None = None) -> dict[str, Any]:
+    """Give the JSON object of an endpoint (the contract in ARCHITECTURE.md).
+
+    A unix name that is not clean UTF-8 has its undecodable bytes written `\\xNN` in "path" and
+    its exact bytes (with the `@` of an abstract name) in base64 in "path_b64", only then.
+    An inet local end bound to a device has "device", only then.
+    """
     if isinstance(end, UnixEndpoint):
-        return {"path": end.path, "inode": end.inode} if is_peer else {"path": end.path}
-    return end._asdict()
+        return {**_unix_json(end.path), "inode": end.inode} if is_peer else _unix_json(end.path)
+    if isinstance(end, Endpoint):
+        found: dict[str, Any] = {"address": end.address, "port": end.port}
+        if device is not None and not is_peer:
+            found["device"] = escape_undecodable(device)
+        return found
+    return {key: escape_undecodable(value) if isinstance(value, str) else value for key, value in end._asdict().items()}
 
 
 def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
-    """Give the JSON object of one socket."""
-    local, peer = sock.local, sock.peer
-    return {
+    """Give the JSON object of one socket ("v6only" only where the kernel tells it)."""
+    found = {
         "netid": sock.netid.value,
         "family": sock.family.value,
         "state": sock.state.value,
         "recv_q": sock.recv_q,
         "send_q": sock.send_q,
-        "local": {"address": local.address, "port": local.port} if type(local) is Endpoint else endpoint_json(local, False),
-        "peer": {"address": peer.address, "port": peer.port} if type(peer) is Endpoint else endpoint_json(peer, True),
+        "local": endpoint_json(sock.local, False, sock.device),
+        "peer": endpoint_json(sock.peer, True),
         "inode": sock.inode,
         "uid": sock.uid,
-        "netns": sock.netns,
-        "owners": None if sock.owners is None else [{"pid": o.pid, "name": o.name, "fd": o.fd, "user": o.user} for o in sock.owners],
+        "netns": None if sock.netns is None else escape_undecodable(sock.netns),
+        "owners": None
+        if sock.owners is None
+        else [{"pid": o.pid, "name": escape_undecodable(o.name), "fd": o.fd, "user": escape_undecodable(o.user)} for o in sock.owners],
         "service": service,
     }
+    if sock.v6only is not None:
+        found["v6only"] = sock.v6only
+    return found
 
 
 def service_of(tcp: PortNames, udp: PortNames) -> Callable[[Socket], str | None]:
@@ -206,13 +319,14 @@ def _encoder() -> json.JSONEncoder:
 
 
 def _dumps(value: object) -> str:
-    return _encoder().encode(value)
+    return _encoder().encode(escape_undecodable(value) if isinstance(value, str) else value)
 
 
 _SOCKET = (
     '{"netid": "%s", "family": "%s", "state": "%s", "recv_q": %d, "send_q": %d, "local": %s, "peer": %s, '
-    '"inode": %d, "uid": %s, "netns": %s, "owners": %s, "service": %s}'
+    '"inode": %d, "uid": %s, "netns": %s, "owners": %s, "service": %s%s}'
 )
+_V6ONLY = {None: "", True: ', "v6only": true', False: ', "v6only": false'}
 
 
 class JsonText:
@@ -254,13 +368,16 @@ class JsonText:
             s.state.value,
             s.recv_q,
             s.send_q,
-            f'{{"address": "{local.address}", "port": {local.port}}}' if type(local) is Endpoint else _dumps(endpoint_json(local, False)),
+            f'{{"address": "{local.address}", "port": {local.port}}}'
+            if type(local) is Endpoint and s.device is None
+            else _dumps(endpoint_json(local, False, s.device)),
             f'{{"address": "{peer.address}", "port": {peer.port}}}' if type(peer) is Endpoint else _dumps(endpoint_json(peer, True)),
             s.inode,
             "null" if s.uid is None else s.uid,
             self.word(s.netns),
             self.owners(s.owners),
             self.word(self.service(s)),
+            _V6ONLY[s.v6only],
         )
 
 
@@ -296,6 +413,8 @@ CSV_FIELDS = (
     "netns",
     "owners",
     "service",
+    "device",
+    "v6only",
 )
 
 
@@ -303,18 +422,23 @@ def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, objec
     if isinstance(end, Endpoint):
         return end.address, end.port
     if isinstance(end, UnixEndpoint):
-        return end.path or "", end.inode if is_peer else inode
-    return tuple(end)  # type: ignore[return-value]
+        return escape(end.path or ""), end.inode if is_peer else inode
+    first, second = end[0], end[1]
+    return escape(first) if isinstance(first, str) else first, escape(second) if isinstance(second, str) else second
 
 
 def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
-    """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`."""
+    """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`.
+
+    Names are escaped as in the table, so every row is one line (the exact bytes of a name are
+    in the JSON); a name holding a comma or a quote is quoted as CSV does.
+    """
     import csv
 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for s in sockets:
-        owners = "" if s.owners is None else ";".join(f"{o.pid}/{o.name}/{o.fd}/{o.user}" for o in s.owners)
+        owners = "" if s.owners is None else ";".join(f"{o.pid}/{escape(o.name)}/{o.fd}/{escape(o.user)}" for o in s.owners)
         writer.writerow(
             (
                 s.netid.value,
@@ -326,8 +450,10 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
                 *_csv_end(s.peer, s.inode, True),
                 s.inode,
                 "" if s.uid is None else s.uid,
-                s.netns or "",
+                escape(s.netns or ""),
                 owners,
                 service(s) or "",
+                escape(s.device or ""),
+                "" if s.v6only is None else str(s.v6only).lower(),
             )
         )

@@ -18,20 +18,20 @@ from itertools import compress, repeat
 from operator import add, itemgetter
 from typing import Literal, NamedTuple, cast
 
-from ..errors import SockscopeError, SourceUnavailable
+from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
 from . import diag, netlink, owners, procnet
 
 Source = Literal["auto", "netlink", "proc"]
 
-INET_NETIDS = frozenset({NetId.TCP, NetId.UDP, NetId.RAW})
+INET_NETIDS = frozenset({NetId.TCP, NetId.UDP, NetId.RAW, NetId.MPTCP})
 UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
 PACKET_NETIDS = frozenset({NetId.PACKET_RAW, NetId.PACKET_DGRAM})
 VSOCK_NETIDS = frozenset({NetId.VSOCK_STREAM, NetId.VSOCK_DGRAM, NetId.VSOCK_SEQPACKET})
 ALL_NETIDS = frozenset(NetId)
 ALL_FAMILIES = frozenset(Family)
 
-_PROTOCOLS = {NetId.TCP: socket.IPPROTO_TCP, NetId.UDP: socket.IPPROTO_UDP, NetId.RAW: socket.IPPROTO_RAW}
+_PROTOCOLS = {NetId.TCP: socket.IPPROTO_TCP, NetId.UDP: socket.IPPROTO_UDP, NetId.RAW: socket.IPPROTO_RAW, NetId.MPTCP: diag.IPPROTO_MPTCP}
 _PROC_FILES = {NetId.TCP: "tcp", NetId.UDP: "udp", NetId.RAW: "raw"}
 
 
@@ -115,14 +115,9 @@ def _take(query: Query) -> Inventory:
     root = query.proc_root or proc_root()
     scanner = owners.Scanner(root) if query.owners else None  # runs beside the dumps
     if query.netns is None:
-        found = _namespace_sockets(query, root, None, None)
+        found = _namespace_sockets(query, root, None, False, notes)
     else:
-        from . import netns
-
-        found = []
-        for space in netns.resolve(query.netns, root):
-            with netns.entered(space):
-                found += _namespace_sockets(query, root, space.label, True)
+        found = _namespaces_sockets(query, root, notes)
     if scanner is not None:
         scanned = scanner.finish()
         found = _attach_owners(found, scanned)
@@ -135,11 +130,37 @@ def _take(query: Query) -> Inventory:
     return Inventory(found, notes)
 
 
-def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool | None) -> list[Socket]:
+def _namespaces_sockets(query: Query, root: str, notes: list[str]) -> list[Socket]:
+    """Give the sockets of every namespace `--netns` names; with `all`, the namespaces this user
+    may not enter are left out and named in a note rather than failing the whole listing."""
+    from . import netns
+
+    own = netns.current(root)
+    found: list[Socket] = []
+    closed: list[str] = []
+    for space in netns.resolve(query.netns or "all", root):
+        if space.inode == own:  # no setns() needed (nor allowed without root) to stay home
+            found += _namespace_sockets(query, root, space.label, False, notes)
+            continue
+        inside = False
+        try:
+            with netns.entered(space):
+                inside = True
+                found += _namespace_sockets(query, root, space.label, True, notes)
+        except PermissionDenied:
+            if inside or query.netns != "all":
+                raise
+            closed.append(space.label)
+    if closed:
+        notes.append(f"{len(closed)} network namespaces could not be entered (needs root): {', '.join(closed)}")
+    return found
+
+
+def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool, notes: list[str]) -> list[Socket]:
     netids = query.netids
     inet_families = [(fam, af) for fam, af in ((Family.INET, socket.AF_INET), (Family.INET6, socket.AF_INET6)) if fam in query.families]
     plan: list[_Job] = []
-    for netid in (NetId.TCP, NetId.UDP, NetId.RAW):
+    for netid in (NetId.TCP, NetId.UDP, NetId.RAW, NetId.MPTCP):
         if netid in netids:
             plan += [_inet_job(netid, af, query.states, label, query.local_port) for _fam, af in inet_families]
     if netids & UNIX_NETIDS and Family.UNIX in query.families:
@@ -151,7 +172,7 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
     if netids & VSOCK_NETIDS and Family.VSOCK in query.families:
         plan.append(_vsock_job(query.states, label))
     net_dir = f"{root}/thread-self/net" if entered else f"{root}/net"
-    found = _run(plan, query.source, net_dir)
+    found = _run(plan, query.source, net_dir, notes)
     # The kernel filtered states already (where it could); check again, at C speed.
     allowed = {state for state, number in STATE_NUMBERS.items() if query.states >> number & 1}
     found = list(compress(found, map(allowed.__contains__, map(itemgetter(2), found))))
@@ -170,30 +191,45 @@ class _Job(NamedTuple):
     source: str
     request: bytes
     decode: Callable[[bytes, list[diag.Span]], list[Socket]]
-    fallback: Callable[[str], list[Socket]] | None
+    fallback: Callable[[str, list[str]], list[Socket]] | None
     finish: Callable[[list[Socket]], list[Socket]] = _same
 
 
-def _proc_file(name: str, parse: Callable[[str, str], list[Socket]]) -> Callable[[str], list[Socket]]:
-    """Give a fallback that reads /proc/net/NAME (under a net directory) with `parse(text, path)`."""
+Parse = Callable[[str, str, list[str]], list[Socket]]
 
-    def fallback(net_dir: str) -> list[Socket]:
-        return parse(*procnet.read(net_dir, name))
+
+def _proc_file(name: str, parse: Parse) -> Callable[[str, list[str]], list[Socket]]:
+    """Give a fallback that reads /proc/net/NAME (under a net directory) with `parse(text, path,
+    skipped)`; lines it cannot read are skipped and counted in one note for the file."""
+
+    def fallback(net_dir: str, notes: list[str]) -> list[Socket]:
+        text, path = procnet.read(net_dir, name)
+        skipped: list[str] = []
+        found = parse(text, path, skipped)
+        if skipped:
+            notes.append(f"{path}: skipped {len(skipped)} lines that do not read as sockets (first: {skipped[0]})")
+        return found
 
     return fallback
+
+
+def _no_proc_file(_net_dir: str, _notes: list[str]) -> list[Socket]:
+    return []
 
 
 def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port: int | None) -> _Job:
     protocol = _PROTOCOLS[netid]
     addresses = diag.AddressText()
-    kind = _PROC_FILES[netid]
+    devices = diag.Devices(interface_name)
+    kind = _PROC_FILES.get(netid, netid.value)
     name = kind + ("6" if af == socket.AF_INET6 else "")
     port = None if netid is NetId.RAW else local_port  # a raw socket's "port" is its protocol
     return _Job(
         f"netlink inet_diag {name}",
         diag.inet_request(af, protocol, states, local_port=port),
-        lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label),
-        _proc_file(name, lambda text, path: procnet.parse_inet(text, kind, path, label)),
+        lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label, devices),
+        # the kernel has no /proc/net file for MPTCP: without its diag module there is nothing to read
+        _proc_file(name, lambda text, path, skipped: procnet.parse_inet(text, kind, path, label, skipped)) if netid in _PROC_FILES else _no_proc_file,
     )
 
 
@@ -202,7 +238,7 @@ def _unix_job(states: int, label: str | None) -> _Job:
         "netlink unix_diag",
         diag.unix_request(states),
         lambda chunk, spans: diag.decode_unix(chunk, spans, label),
-        _proc_file("unix", lambda text, path: procnet.parse_unix(text, path, label)),
+        _proc_file("unix", lambda text, path, skipped: procnet.parse_unix(text, path, label, skipped)),
         fill_unix_peers,
     )
 
@@ -212,7 +248,7 @@ def _netlink_job(label: str | None) -> _Job:
         "netlink netlink_diag",
         diag.netlink_request(),
         lambda c, s: diag.decode_netlink(c, s, label),
-        _proc_file("netlink", lambda text, path: procnet.parse_netlink(text, path, label)),
+        _proc_file("netlink", lambda text, path, skipped: procnet.parse_netlink(text, path, label, skipped)),
     )
 
 
@@ -231,13 +267,13 @@ def _packet_job(label: str | None) -> _Job:
         "netlink packet_diag",
         diag.packet_request(),
         lambda c, s: diag.decode_packet(c, s, interface_name, label),
-        _proc_file("packet", lambda text, path: procnet.parse_packet(text, path, interface_name, label)),
+        _proc_file("packet", lambda text, path, skipped: procnet.parse_packet(text, path, interface_name, label, skipped)),
     )
 
 
 def _vsock_job(states: int, label: str | None) -> _Job:
     # The kernel has no /proc file for vsock: without vsock_diag there is nothing to read.
-    return _Job("netlink vsock_diag", diag.vsock_request(states), lambda c, s: diag.decode_vsock(c, s, label), lambda _d: [])
+    return _Job("netlink vsock_diag", diag.vsock_request(states), lambda c, s: diag.decode_vsock(c, s, label), _no_proc_file)
 
 
 def fill_unix_peers(found: list[Socket]) -> list[Socket]:
@@ -255,10 +291,10 @@ def fill_unix_peers(found: list[Socket]) -> list[Socket]:
 _END = object()
 
 
-def _run(plan: list[_Job], source: Source, net_dir: str) -> list[Socket]:
+def _run(plan: list[_Job], source: Source, net_dir: str, notes: list[str]) -> list[Socket]:
     """Run the jobs: netlink dumps in a helper thread (decoded here as chunks arrive), or /proc."""
     if source == "proc":
-        return [sock for job in plan for sock in _from_proc(job, net_dir)]
+        return [sock for job in plan for sock in job.finish(_from_proc(job, net_dir, notes))]
     chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
     reader = threading.Thread(target=_dump_all, args=(plan, chunks), daemon=True)
     previous = sys.getswitchinterval()
@@ -272,7 +308,7 @@ def _run(plan: list[_Job], source: Source, net_dir: str) -> list[Socket]:
                 if isinstance(item, SourceUnavailable):
                     if source == "netlink" or job.fallback is None:
                         raise item
-                    part = _from_proc(job, net_dir)
+                    part = _from_proc(job, net_dir, notes)
                     break
                 if isinstance(item, BaseException):
                     raise item
@@ -307,11 +343,11 @@ def _dump_all(plan: list[_Job], chunks: queue.SimpleQueue[object]) -> None:
         chunks.put(_END)
 
 
-def _from_proc(job: _Job, net_dir: str) -> list[Socket]:
+def _from_proc(job: _Job, net_dir: str, notes: list[str]) -> list[Socket]:
     if job.fallback is None:
         return []
     try:
-        return job.fallback(net_dir)
+        return job.fallback(net_dir, notes)
     except SourceUnavailable:
         return []
 
@@ -319,4 +355,9 @@ def _from_proc(job: _Job, net_dir: str) -> list[Socket]:
 def _attach_owners(found: list[Socket], result: owners.OwnerScan) -> list[Socket]:
     """Give the sockets with every holding process filled in (C-level: this runs per socket)."""
     got = map(result.holders.get, map(itemgetter(7), found), repeat(()))
-    return list(map(tuple.__new__, repeat(Socket), map(add, map(itemgetter(slice(None, -1)), found), zip(got))))
+    before = map(itemgetter(slice(None, _OWNERS)), found)
+    after = map(itemgetter(slice(_OWNERS + 1, None)), found)
+    return list(map(tuple.__new__, repeat(Socket), map(add, map(add, before, zip(got)), after)))
+
+
+_OWNERS = Socket._fields.index("owners")

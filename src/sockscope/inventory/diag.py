@@ -46,8 +46,12 @@ _ERRNO = struct.Struct("=i")
 # inet_diag_msg after the netlink header: family, state, timer, retrans, sport, dport (big
 # endian), src[16], dst[16], ifindex, cookie[8], expires, rqueue, wqueue, uid, inode.
 _INET_MSG_SIZE = 72
-_INET_FIELDS = "=16xBB6x16s16s16xIIII"  # family, state, src, dst, rqueue, wqueue, uid, inode
+_INET_FIELDS = "=16xBB6x16s16sI12xIIII"  # family, state, src, dst, ifindex, rqueue, wqueue, uid, inode
 _INET_PORTS = ">20xHH"
+INET_DIAG_SKV6ONLY = 11
+#: Kernel states (TCP_CLOSE, TCP_LISTEN) whose inet6 sockets carry INET_DIAG_SKV6ONLY.
+V6ONLY_STATES = frozenset({7, 10})
+IPPROTO_MPTCP = 262
 
 Span = tuple[int, int, int]
 """A run of `count` consecutive messages of equal `length` starting at byte `offset`."""
@@ -59,6 +63,7 @@ def request(payload: bytes, seq: int = 1) -> bytes:
 
 
 INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_REQ_PROTOCOL = 3
 INET_DIAG_BC_S_GE = 2
 INET_DIAG_BC_S_LE = 3
 _BC_OP = struct.Struct("=BBH")  # inet_diag_bc_op: code, yes (bytes to skip on true), no (on false)
@@ -79,10 +84,14 @@ def inet_request(family: int, protocol: int, states: int, ext: int = 0, local_po
 
     For raw sockets the pad byte is `sdiag_raw_protocol`, and only IPPROTO_RAW there means
     "raw sockets of every protocol"; with 0 the kernel matches none. With `local_port`, the
-    kernel itself keeps only the sockets bound to that port (a bytecode filter).
+    kernel itself keeps only the sockets bound to that port (a bytecode filter). A protocol
+    past 255 (MPTCP, 262) does not fit `sdiag_protocol`: it goes in an INET_DIAG_REQ_PROTOCOL
+    attribute, which kernels without it (before 5.10) refuse rather than misread.
     """
     raw_protocol = socket.IPPROTO_RAW if protocol == socket.IPPROTO_RAW else 0
-    body = struct.pack("=BBBBI48x", family, protocol, ext, raw_protocol, states)
+    body = struct.pack("=BBBBI48x", family, protocol & 0xFF, ext, raw_protocol, states)
+    if protocol > 0xFF:
+        body += _ATTR.pack(_ATTR.size + 4, INET_DIAG_REQ_PROTOCOL) + struct.pack("=I", protocol)
     if local_port is not None:
         program = local_port_bytecode(local_port)
         body += _ATTR.pack(_ATTR.size + len(program), INET_DIAG_REQ_BYTECODE) + program
@@ -128,14 +137,26 @@ def unix_request(states: int) -> bytes:
     return request(struct.pack("=BBHIII8x", socket.AF_UNIX, 0, 0, states, 0, show))
 
 
+NDIAG_SHOW_MEMINFO = 0x1
+NETLINK_DIAG_MEMINFO = 0
+NETLINK_CONNECTED = 1
+PACKET_SHOW_INFO = 0x01
+PACKET_SHOW_MEMINFO = 0x10
+PACKET_DIAG_INFO = 0
+PACKET_DIAG_UID = 5
+PACKET_DIAG_MEMINFO = 6
+SK_MEMINFO_RMEM_ALLOC = 0
+SK_MEMINFO_WMEM_ALLOC = 2
+
+
 def netlink_request() -> bytes:
     """Give a netlink_diag_req for every netlink protocol, with memory counters (the queues)."""
-    return request(struct.pack("=BBHII8x", socket.AF_NETLINK, 255, 0, 0, 0x1))
+    return request(struct.pack("=BBHII8x", socket.AF_NETLINK, 255, 0, 0, NDIAG_SHOW_MEMINFO))
 
 
 def packet_request() -> bytes:
     """Give a packet_diag_req asking for the interface, uid and memory counters."""
-    return request(struct.pack("=BBHII8x", socket.AF_PACKET, 0, 0, 0, 0x01 | 0x10))
+    return request(struct.pack("=BBHII8x", socket.AF_PACKET, 0, 0, 0, PACKET_SHOW_INFO | PACKET_SHOW_MEMINFO))
 
 
 def vsock_request(states: int) -> bytes:
@@ -209,7 +230,7 @@ def messages(chunk: bytes, spans: Iterable[Span]) -> Iterator[memoryview]:
 
 # ---------------------------------------------------------------- inet (tcp, udp, raw)
 
-_INET_NETID = {socket.IPPROTO_TCP: NetId.TCP, socket.IPPROTO_UDP: NetId.UDP, socket.IPPROTO_RAW: NetId.RAW}
+_INET_NETID = {socket.IPPROTO_TCP: NetId.TCP, socket.IPPROTO_UDP: NetId.UDP, socket.IPPROTO_RAW: NetId.RAW, IPPROTO_MPTCP: NetId.MPTCP}
 _struct_cache: dict[tuple[str, int], struct.Struct] = {}
 
 
@@ -236,15 +257,53 @@ class AddressText:
         return map(cache.__getitem__, raw)
 
 
-def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None) -> list[Socket]:
-    """Give the Sockets of inet_diag replies (one protocol) in the spans of a chunk."""
+def _no_device(index: int) -> str:
+    return str(index)
+
+
+class Devices:
+    """Names interfaces by index for one run, asking `name` once per index (0: not bound, None)."""
+
+    def __init__(self, name: Callable[[int], str] = _no_device) -> None:
+        self.name = name
+        self.known: dict[int, str | None] = {0: None}
+
+    def __call__(self, index: int) -> str | None:
+        if index in self.known:
+            return self.known[index]
+        found = self.known[index] = self.name(index)
+        return found
+
+
+def v6only_flag(message: memoryview) -> bool | None:
+    """Give INET_DIAG_SKV6ONLY of one inet_diag message (header included), None when absent."""
+    flag = attributes(message, _HEADER.size + _INET_MSG_SIZE, "netlink inet_diag reply").get(INET_DIAG_SKV6ONLY)
+    return None if flag is None or len(flag) < 1 else bool(flag[0])
+
+
+def _v6only_column(body: memoryview, length: int, states: tuple[int, ...]) -> list[bool | None]:
+    flags: list[bool | None] = [None] * len(states)
+    for index, state in enumerate(states):
+        if state in V6ONLY_STATES:
+            flags[index] = v6only_flag(body[index * length : (index + 1) * length])
+    return flags
+
+
+def decode_inet(
+    chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None, devices: Devices | None = None
+) -> list[Socket]:
+    """Give the Sockets of inet_diag replies (one protocol) in the spans of a chunk.
+
+    `devices` names the interface a socket is bound to; without it the index is given as text.
+    """
     netid = _INET_NETID[protocol]
+    devices = devices or Devices()
     out: list[Socket] = []
     view = memoryview(chunk)
     fast = native.accel
     for offset, length, count in spans:
         if fast is not None:
-            rows = fast.inet_sockets(chunk, offset, length, count, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns)
+            rows = fast.inet_sockets(chunk, offset, length, count, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
             if rows is not None:
                 out += rows
                 continue
@@ -252,7 +311,7 @@ def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: A
             raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
         body = view[offset : offset + length * count]
         rows = list(_struct(_INET_FIELDS, length).iter_unpack(body))
-        families, states, src, dst, rqueue, wqueue, uid, inode = zip(*rows, strict=False)
+        families, states, src, dst, ifindex, rqueue, wqueue, uid, inode = zip(*rows, strict=False)
         ports = zip(*_struct(_INET_PORTS, length).iter_unpack(body), strict=False)
         sport, dport = ports
         family_set = set(families)
@@ -264,6 +323,8 @@ def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: A
         local = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, src), sport, strict=False))
         peer = map(tuple.__new__, repeat(Endpoint), zip(addresses.column(family, dst), dport, strict=False))
         fam = Family.INET if family == socket.AF_INET else Family.INET6
+        bound = map(devices, ifindex) if any(ifindex) else repeat(None)
+        v6only = _v6only_column(body, length, states) if family == socket.AF_INET6 and V6ONLY_STATES.intersection(states) else repeat(None)
         out += map(
             tuple.__new__,
             repeat(Socket),
@@ -279,6 +340,8 @@ def decode_inet(chunk: bytes, spans: Iterable[Span], protocol: int, addresses: A
                 uid,
                 repeat(netns),
                 repeat(None),
+                bound,
+                v6only,
             ),
         )
     return out
@@ -363,28 +426,34 @@ def netlink_protocol(number: int) -> str:
     return NETLINK_PROTOCOLS.get(number, str(number))
 
 
+#: The peer of a netlink socket that is not connected.
+NETLINK_UNCONNECTED = NetlinkEndpoint("", 0, 0)
 _NETLINK_MSG = struct.Struct("=BBBBIIII8x")  # family, type, protocol, state, portid, dst_portid, dst_group, inode
 
 
 def decode_netlink(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
-    """Give the Sockets of netlink_diag replies; queues come from the memory counters."""
+    """Give the Sockets of netlink_diag replies; queues come from the memory counters.
+
+    Every netlink socket is UNCONN, as `ss` and /proc/net/netlink have it: "connected" only
+    fixes the destination (port id and group) of what the socket sends, which is the peer.
+    """
     source = "netlink netlink_diag reply"
     out: list[Socket] = []
     for message in messages(chunk, spans):
         if len(message) < _HEADER.size + _NETLINK_MSG.size:
             raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than netlink_diag_msg")
-        _f, _t, protocol, state, portid, dst_portid, _group, inode = _NETLINK_MSG.unpack_from(message, _HEADER.size)
-        meminfo = attributes(message, _HEADER.size + _NETLINK_MSG.size, source).get(1)
+        _f, _t, protocol, state, portid, dst_portid, dst_group, inode = _NETLINK_MSG.unpack_from(message, _HEADER.size)
+        meminfo = attributes(message, _HEADER.size + _NETLINK_MSG.size, source).get(NETLINK_DIAG_MEMINFO)
         name = netlink_protocol(protocol)
         out.append(
             Socket(
                 NetId.NETLINK,
                 Family.NETLINK,
-                State.ESTAB if state == 1 else State.UNCONN,
-                _u32(meminfo, 0) or 0,
-                _u32(meminfo, 2) or 0,
+                State.UNCONN,
+                _u32(meminfo, SK_MEMINFO_RMEM_ALLOC) or 0,
+                _u32(meminfo, SK_MEMINFO_WMEM_ALLOC) or 0,
                 NetlinkEndpoint(name, portid),
-                NetlinkEndpoint(name, dst_portid),
+                NetlinkEndpoint(name, dst_portid, dst_group) if state == NETLINK_CONNECTED else NETLINK_UNCONNECTED,
                 inode,
                 None,
                 netns,
@@ -401,12 +470,16 @@ def ether_protocol(number: int) -> str:
     return ETHER_PROTOCOLS.get(number, f"0x{number:04x}")
 
 
-_PACKET_MSG = struct.Struct("=BB2sI8x")  # family, type, num (big endian), inode
+_PACKET_MSG = struct.Struct("=BBHI8x")  # family, type, num (the kernel gives it in host order), inode
 _PACKET_NETID = {socket.SOCK_RAW: NetId.PACKET_RAW, socket.SOCK_DGRAM: NetId.PACKET_DGRAM}
 
 
 def decode_packet(chunk: bytes, spans: Iterable[Span], interface: Callable[[int], str], netns: str | None = None) -> list[Socket]:
-    """Give the Sockets of packet_diag replies; `interface` names an ifindex (0 -> `*`)."""
+    """Give the Sockets of packet_diag replies; `interface` names an ifindex (0 -> `*`).
+
+    Recv-Q is the memory of queued packets (sk_rmem_alloc), as `ss` and /proc/net/packet give
+    it; packet sockets queue nothing to send, so Send-Q is 0 as in `ss`.
+    """
     source = "netlink packet_diag reply"
     out: list[Socket] = []
     for message in messages(chunk, spans):
@@ -414,19 +487,19 @@ def decode_packet(chunk: bytes, spans: Iterable[Span], interface: Callable[[int]
             raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than packet_diag_msg")
         _f, kind, num, inode = _PACKET_MSG.unpack_from(message, _HEADER.size)
         attrs = attributes(message, _HEADER.size + _PACKET_MSG.size, source)
-        meminfo = attrs.get(4)
-        local = PacketEndpoint(ether_protocol(int.from_bytes(num, "big")), interface(_u32(attrs.get(0)) or 0))
+        meminfo = attrs.get(PACKET_DIAG_MEMINFO)
+        local = PacketEndpoint(ether_protocol(num), interface(_u32(attrs.get(PACKET_DIAG_INFO)) or 0))
         out.append(
             Socket(
                 _PACKET_NETID.get(kind, NetId.PACKET_RAW),
                 Family.PACKET,
                 State.UNCONN,
-                _u32(meminfo, 0) or 0,
-                _u32(meminfo, 2) or 0,
+                _u32(meminfo, SK_MEMINFO_RMEM_ALLOC) or 0,
+                0,
                 local,
                 PacketEndpoint("", "*"),
                 inode,
-                _u32(attrs.get(5)),
+                _u32(attrs.get(PACKET_DIAG_UID)),
                 netns,
             )
         )

@@ -2,12 +2,19 @@
 
 This is the fallback source when netlink sock_diag is missing for a protocol, and the source
 of `--source proc`. What /proc cannot tell is left empty: unix peers, queues and uids;
-the peer of a netlink socket; a listener's backlog limit (`send_q` is 0 there).
+the peer of a netlink socket (shown as not connected); a listener's backlog limit (`send_q`
+is 0 there); the device an inet socket is bound to and whether an inet6 one is v6only.
+
+Each parser takes `skipped`: with a list, a line that does not read as a socket is left out
+and described there (a listing never fails for one odd line); with None it raises
+DecodeError naming the file and line. Lines are split at "\n" alone: a unix socket name may
+hold any other byte, and /proc/net/unix prints a name holding "\n" over several lines.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Callable
 
@@ -23,7 +30,7 @@ from ..model import (
     State,
     UnixEndpoint,
 )
-from .diag import ether_protocol, netlink_protocol
+from .diag import NETLINK_UNCONNECTED, ether_protocol, netlink_protocol
 
 _INET_NETID = {"tcp": NetId.TCP, "udp": NetId.UDP, "raw": NetId.RAW}
 
@@ -37,10 +44,25 @@ def _address(text: str, family: int, cache: dict[str, str]) -> str:
     return found
 
 
-def parse_inet(text: str, protocol: str, source: str, netns: str | None = None) -> list[Socket]:
+def _records(text: str) -> list[str]:
+    """Give the lines after the header line, split at "\n" alone (no empty last line)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _bad(line: str, number: int, source: str, skipped: list[str] | None) -> None:
+    where = f"{source} line {number}: cannot parse {line.strip()[:60]!r}"
+    if skipped is None:
+        raise DecodeError(where)
+    skipped.append(f"line {number}")
+
+
+def parse_inet(text: str, protocol: str, source: str, netns: str | None = None, skipped: list[str] | None = None) -> list[Socket]:
     """Give the Sockets listed in /proc/net/{tcp,udp,raw}[6]; `protocol` is tcp, udp or raw."""
     netid = _INET_NETID[protocol]
-    lines = text.splitlines()
+    lines = _records(text)
     out: list[Socket] = []
     cache: dict[str, str] = {}
     for number, line in enumerate(lines[1:], start=2):
@@ -69,7 +91,7 @@ def parse_inet(text: str, protocol: str, source: str, netns: str | None = None) 
                 )
             )
         except (ValueError, IndexError):
-            raise DecodeError(f"{source} line {number}: cannot parse {line.strip()[:60]!r}") from None
+            _bad(line, number, source, skipped)
     return out
 
 
@@ -77,17 +99,31 @@ _UNIX_NETID = {1: NetId.UNIX_STREAM, 2: NetId.UNIX_DGRAM, 5: NetId.UNIX_SEQPACKE
 _ACCEPTCON = 0x10000
 
 
-def parse_unix(text: str, source: str, netns: str | None = None) -> list[Socket]:
-    """Give the Sockets listed in /proc/net/unix (no peers, queues or uids: /proc has none)."""
+# The kernel's "%pK: %08X %08X %08X %04X %02X %5lu", then " name" for a named socket.
+_UNIX_LINE = re.compile(r"[0-9A-Fa-f]+: [0-9A-Fa-f]{8} [0-9A-Fa-f]{8} ([0-9A-Fa-f]{8}) ([0-9A-Fa-f]{4}) ([0-9A-Fa-f]{2}) +(\d+)(?: (.*))?", re.S)
+
+
+def parse_unix(text: str, source: str, netns: str | None = None, skipped: list[str] | None = None) -> list[Socket]:
+    """Give the Sockets listed in /proc/net/unix (no peers, queues or uids: /proc has none).
+
+    A line that is not a record continues the name of the record before it (the name held a
+    newline); one that cannot be that either is skipped. A name whose continuation happens to
+    look like a record cannot be told apart here: netlink unix_diag has no such ambiguity.
+    """
+    parts: list[tuple[int, int, int, int, list[str] | None]] = []  # flags, type, state, inode, name pieces
+    for number, line in enumerate(_records(text)[1:], start=2):
+        match = _UNIX_LINE.fullmatch(line)
+        if match is not None and int(match[2], 16) in _UNIX_NETID:
+            name = match[5]
+            parts.append((int(match[1], 16), int(match[2], 16), int(match[3], 16), int(match[4]), None if name is None else [name]))
+        elif parts and parts[-1][4] is not None:
+            parts[-1][4].append(line)
+        else:
+            _bad(line, number, source, skipped)
     out: list[Socket] = []
-    for number, line in enumerate(text.splitlines()[1:], start=2):
-        fields = line.split(None, 7)
-        try:
-            flags, kind, state, inode = int(fields[3], 16), int(fields[4], 16), int(fields[5], 16), int(fields[6])
-            path = fields[7] if len(fields) > 7 else None
-            netid = _UNIX_NETID[kind]
-        except (ValueError, IndexError, KeyError):
-            raise DecodeError(f"{source} line {number}: cannot parse {line.strip()[:60]!r}") from None
+    for flags, kind, state, inode, pieces in parts:
+        path = None if pieces is None else "\n".join(pieces)
+        netid = _UNIX_NETID[kind]
         if flags & _ACCEPTCON:
             status = State.LISTEN
         elif state in (2, 3):  # SS_CONNECTING (not yet accepted) or SS_CONNECTED
@@ -98,29 +134,31 @@ def parse_unix(text: str, source: str, netns: str | None = None) -> list[Socket]
     return out
 
 
-def parse_netlink(text: str, source: str, netns: str | None = None) -> list[Socket]:
-    """Give the Sockets listed in /proc/net/netlink (the peer port is not known there)."""
+def parse_netlink(text: str, source: str, netns: str | None = None, skipped: list[str] | None = None) -> list[Socket]:
+    """Give the Sockets listed in /proc/net/netlink (where a connected socket sends is not known there)."""
     out: list[Socket] = []
-    for number, line in enumerate(text.splitlines()[1:], start=2):
+    for number, line in enumerate(_records(text)[1:], start=2):
         fields = line.split()
         try:
             protocol, portid, rmem, wmem, inode = int(fields[1]), int(fields[2]), int(fields[4]), int(fields[5]), int(fields[9])
         except (ValueError, IndexError):
-            raise DecodeError(f"{source} line {number}: cannot parse {line.strip()[:60]!r}") from None
+            _bad(line, number, source, skipped)
+            continue
         name = netlink_protocol(protocol)
-        out.append(Socket(NetId.NETLINK, Family.NETLINK, State.UNCONN, rmem, wmem, NetlinkEndpoint(name, portid), NetlinkEndpoint(name, 0), inode, None, netns))
+        out.append(Socket(NetId.NETLINK, Family.NETLINK, State.UNCONN, rmem, wmem, NetlinkEndpoint(name, portid), NETLINK_UNCONNECTED, inode, None, netns))
     return out
 
 
-def parse_packet(text: str, source: str, interface: Callable[[int], str], netns: str | None = None) -> list[Socket]:
+def parse_packet(text: str, source: str, interface: Callable[[int], str], netns: str | None = None, skipped: list[str] | None = None) -> list[Socket]:
     """Give the Sockets listed in /proc/net/packet; `interface` names an ifindex (0 -> `*`)."""
     out: list[Socket] = []
-    for number, line in enumerate(text.splitlines()[1:], start=2):
+    for number, line in enumerate(_records(text)[1:], start=2):
         fields = line.split()
         try:
             kind, proto, iface, rmem, uid, inode = int(fields[2]), int(fields[3], 16), int(fields[4]), int(fields[6]), int(fields[7]), int(fields[8])
         except (ValueError, IndexError):
-            raise DecodeError(f"{source} line {number}: cannot parse {line.strip()[:60]!r}") from None
+            _bad(line, number, source, skipped)
+            continue
         netid = NetId.PACKET_DGRAM if kind == socket.SOCK_DGRAM else NetId.PACKET_RAW
         local = PacketEndpoint(ether_protocol(proto), interface(iface))
         out.append(Socket(netid, Family.PACKET, State.UNCONN, rmem, 0, local, PacketEndpoint("", "*"), inode, uid, netns))
@@ -131,7 +169,7 @@ def read(net_dir: str, name: str) -> tuple[str, str]:
     """Give the text of one /proc/net file and its path; SourceUnavailable when it is missing."""
     path = os.path.join(net_dir, name)
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
             return handle.read(), path
     except FileNotFoundError:
         raise SourceUnavailable(f"{path}: not present on this kernel") from None
