@@ -45,15 +45,22 @@ def _order(s: Socket) -> tuple[int, str, str]:
 
 
 def _process(s: Socket) -> tuple[str, str, str]:
+    from .render import escape
+
     owners = s.owners or ()
     pids = ",".join(sorted({str(o.pid) for o in owners}, key=int)) or "-"
-    names = ",".join(sorted({o.name for o in owners})) or "-"
-    users = ",".join(sorted({o.user for o in owners})) or "-"
+    names = ",".join(sorted({escape(o.name) for o in owners})) or "-"
+    users = ",".join(sorted({escape(o.user) for o in owners})) or "-"
     return pids, names, users
 
 
 def rows(sockets: list[Socket], tcp: dict[int, str], udp: dict[int, str]) -> list[tuple[str, list[tuple[str, ...]]]]:
-    """Give the overview's groups: (title, rows of address, port, service, pid, process, user)."""
+    """Give the overview's groups: (title, rows of address, port, service, pid, process, user).
+
+    Names are escaped (see render.escape): a row is always one line, whatever a name holds.
+    """
+    from .render import escape
+
     groups = []
     for title, netids in GROUPS:
         found: list[tuple[str, ...]] = []
@@ -63,9 +70,11 @@ def rows(sockets: list[Socket], tcp: dict[int, str], udp: dict[int, str]) -> lis
             pid, name, user = _process(s)
             if isinstance(s.local, Endpoint):
                 names = tcp if s.netid is NetId.TCP else udp
-                found.append((s.local.address, str(s.local.port), names.get(s.local.port, ""), pid, name, user))
+                address = "*" if s.v6only is False and s.local.address == "::" else s.local.address  # IPv4 too, as ss shows it
+                address += "" if s.device is None else f"%{escape(s.device)}"
+                found.append((address, str(s.local.port), names.get(s.local.port, ""), pid, name, user))
             elif isinstance(s.local, UnixEndpoint):
-                found.append((s.local.path or "*", "", s.netid.value, pid, name, user))
+                found.append((escape(s.local.path or "*"), "", s.netid.value, pid, name, user))
         if found:
             groups.append((title, found))
     return groups
@@ -110,6 +119,7 @@ def _plain(env: Environment, groups: list[tuple[str, list[tuple[str, ...]]]]) ->
 def _pretty(env: Environment, groups: list[tuple[str, list[tuple[str, ...]]]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=env.stdout, color_system="auto" if env.color else None, width=env.width)
     if not groups:
@@ -119,5 +129,5 @@ def _pretty(env: Environment, groups: list[tuple[str, list[tuple[str, ...]]]]) -
         for heading in HEADINGS:
             table.add_column(heading, justify="right" if heading in ("Port", "PID") else "left", style="cyan" if heading == "Port" else None)
         for row in found:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # plain text: a name like "[bold]" is not markup
         console.print(table)

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     except OSError:
         orphaned = None
     result = summarize(inventory.sockets, orphaned)
+    from .render import escape, escape_undecodable
+
     top = result.by_process.most_common(args.top)
     if args.json:
         import json
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             "tcp_states": dict(result.tcp_states),
             "tcp_orphaned": result.orphaned,
             "transports": result.by_transport,
-            "processes": [{"pid": pid, "name": name, "user": user, "sockets": count} for (pid, name, user), count in top],
+            "processes": [
+                {"pid": pid, "name": escape_undecodable(name), "user": escape_undecodable(user), "sockets": count} for (pid, name, user), count in top
+            ],
             "unowned": result.unowned,
         }
         env.stdout.write(json.dumps(document, indent=1) + "\n")
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if top:
         out.write(f"\n{'Sockets':>7}  {'PID':>7}  {'User':<12} Process\n")
         for (pid, name, user), count in top:
-            out.write(f"{count:>7}  {pid:>7}  {user:<12} {name}\n")
+            out.write(f"{count:>7}  {pid:>7}  {escape(user):<12} {escape(name)}\n")
     if result.unowned:
         out.write(f"{result.unowned:>7}  {'-':>7}  {'-':<12} (no process seen)\n")
     return ExitCode.OK
