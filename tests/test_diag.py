@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from conftest import chunks
 from sockscope.errors import DecodeError, PermissionDenied, SockscopeError, SourceUnavailable
 from sockscope.inventory import diag, fill_unix_peers
-from sockscope.model import Endpoint, NetId, State, UnixEndpoint
+from sockscope.model import Endpoint, NetId, NetlinkEndpoint, PacketEndpoint, State, UnixEndpoint
 
 
 def decode_all(name: str, decode):  # type: ignore[no-untyped-def]
@@ -125,3 +125,39 @@ def test_damaged_recorded_reply_decodes_or_raises_our_error(cut: int, junk: byte
         diag.decode_unix(damaged, spans)
     except SockscopeError:
         pass
+
+
+def diag_message(body: bytes, attrs: list[tuple[int, bytes]]) -> bytes:
+    for kind, value in attrs:
+        body += struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+    return struct.pack("=IHHII", 16 + len(body), diag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+
+
+def meminfo(rmem: int, wmem: int) -> bytes:
+    return struct.pack("=9I", rmem, 212992, wmem, 212992, 0, 0, 0, 0, 0)
+
+
+def test_packet_protocol_is_in_host_order_and_queue_from_meminfo() -> None:
+    body = struct.pack("=BBHI8x", socket.AF_PACKET, socket.SOCK_RAW, 0x0806, 4242)
+    info = struct.pack("=IIIIII", 1, 0, 0, 0, 0, 0)
+    message = diag_message(body, [(diag.PACKET_DIAG_INFO, info), (diag.PACKET_DIAG_UID, struct.pack("=I", 1000)), (diag.PACKET_DIAG_MEMINFO, meminfo(2496, 7))])
+    spans, _ = diag.frame(message, "t")
+    (sock,) = diag.decode_packet(message, spans, lambda index: {0: "*", 1: "lo"}[index])
+    assert sock.local == PacketEndpoint("arp", "lo") and (sock.recv_q, sock.send_q, sock.uid) == (2496, 0, 1000)
+
+
+def test_netlink_connected_socket_is_unconn_with_its_destination_as_peer() -> None:
+    connected = struct.pack("=BBBBIIII8x", socket.AF_NETLINK, socket.SOCK_DGRAM, 16, diag.NETLINK_CONNECTED, 777, 4242, 1, 99)
+    alone = struct.pack("=BBBBIIII8x", socket.AF_NETLINK, socket.SOCK_RAW, 0, 0, 778, 0, 0, 100)
+    chunk = diag_message(connected, [(diag.NETLINK_DIAG_MEMINFO, meminfo(4352, 0))]) + diag_message(alone, [])
+    spans, _ = diag.frame(chunk, "t")
+    first, second = diag.decode_netlink(chunk, spans)
+    assert (first.state, first.recv_q, first.local, first.peer) == (State.UNCONN, 4352, NetlinkEndpoint("genl", 777), NetlinkEndpoint("genl", 4242, 1))
+    assert (second.state, second.recv_q, second.peer) == (State.UNCONN, 0, diag.NETLINK_UNCONNECTED)
+
+
+def test_mptcp_request_names_its_protocol_in_an_attribute() -> None:
+    request = diag.inet_request(socket.AF_INET, diag.IPPROTO_MPTCP, 0xFFF)
+    assert request[17] == diag.IPPROTO_MPTCP & 0xFF
+    assert request[-8:] == struct.pack("=HHI", 8, diag.INET_DIAG_REQ_PROTOCOL, 262)
+    assert len(diag.inet_request(socket.AF_INET, socket.IPPROTO_TCP, 0xFFF)) == 16 + 56  # no attribute for the others

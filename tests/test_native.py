@@ -13,7 +13,7 @@ from conftest import chunks
 from sockscope import native
 from sockscope.cli import render
 from sockscope.inventory import diag
-from sockscope.model import Endpoint, Family, NetId, Owner, Socket, State
+from sockscope.model import KERNEL_STATES, Endpoint, Family, NetId, Owner, Socket, State
 
 fast = native.accel
 pytestmark = pytest.mark.skipif(fast is None, reason="the C accelerator was not built (no compiler at install time)")
@@ -39,21 +39,35 @@ def test_inet_decode_equals_the_python_decoder(name: str, protocol: int) -> None
     assert all(type(s.state) is State and type(s.family) is Family and type(s.netid) is NetId for s in accelerated)
 
 
-def inet_message(family: int, state: int, src: bytes, dst: bytes, sport: int, dport: int, numbers: tuple[int, int, int, int]) -> bytes:
+def inet_message(
+    family: int, state: int, src: bytes, dst: bytes, sport: int, dport: int, numbers: tuple[int, int, int, int], ifindex: int = 0, tail: bytes = b""
+) -> bytes:
     body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", sport, dport) + src.ljust(16, b"\0") + dst.ljust(16, b"\0")
-    body += struct.pack("=I8xIIIII", 0, 0, *numbers)
+    body += struct.pack("=I8xIIIII", ifindex, 0, *numbers) + tail
     return struct.pack("=IHHII", 16 + len(body), diag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
 
 
+def attribute(kind: int, value: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+# attributes as the kernel sends them (SHUTDOWN, SKV6ONLY, ...), and damaged ones
+tails = st.one_of(
+    st.just(b""),
+    st.lists(st.tuples(st.sampled_from([8, 11, 21]), st.binary(max_size=9)), max_size=3).map(lambda attrs: b"".join(attribute(k, v) for k, v in attrs)),
+    st.binary(max_size=12).map(lambda junk: junk.ljust((len(junk) + 3) & ~3, b"\0")),
+)
 messages = st.builds(
     inet_message,
     st.sampled_from([socket.AF_INET, socket.AF_INET6]),
-    st.integers(0, 15),
+    st.sampled_from([1, 7, 10, 0, 15]) | st.integers(0, 15),
     st.binary(min_size=16, max_size=16),
     st.binary(min_size=16, max_size=16),
     st.integers(0, 65535),
     st.integers(0, 65535),
     st.tuples(*[st.integers(0, 2**32 - 1)] * 4),
+    st.sampled_from([0, 0, 1, 7, 2**32 - 1]),
+    tails,
 )
 
 
@@ -68,7 +82,7 @@ def test_inet_decode_agrees_on_any_messages(batch: list[bytes]) -> None:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(native, "accel", accel)
             try:
-                outcomes.append(diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText()))
+                outcomes.append(diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText(), None, diag.Devices(lambda i: f"if{i}")))
             except Exception as exc:
                 outcomes.append(f"{type(exc).__name__}: {exc}")
     assert outcomes[0] == outcomes[1]
@@ -93,7 +107,7 @@ def test_table_text_equals_the_python_table(case: tuple[list[str], list[bool], l
     assert fast.table_text(tuple(titles), tuple(columns), tuple(right), header) == render.table_text(titles, columns, right, header)
 
 
-endpoints = st.builds(Endpoint, st.sampled_from(["127.0.0.1", "::1", "10.1.2.3", "fe80::1%eth0", "0.0.0.0"]), st.integers(0, 65535))
+endpoints = st.builds(Endpoint, st.sampled_from(["127.0.0.1", "::1", "10.1.2.3", "fe80::1%eth0", "0.0.0.0", "::"]), st.integers(0, 65535))
 
 
 owner_sets = st.one_of(
@@ -102,10 +116,15 @@ owner_sets = st.one_of(
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(endpoints, endpoints, owner_sets), max_size=20), st.booleans())
-def test_inet_and_owner_columns_equal_the_python_text(rows: list[tuple[Endpoint, Endpoint, tuple[Owner, ...] | None]], named: bool) -> None:
-    sockets = [Socket(NetId.TCP, Family.INET, State.ESTAB, 0, 0, local, peer, 1, 0, None, owners) for local, peer, owners in rows]
-    ends = [(local, peer) for local, peer, _owners in rows]
+@given(
+    st.lists(st.tuples(endpoints, endpoints, owner_sets, st.sampled_from([None, "lo", "eth\n0"]), st.sampled_from([None, True, False])), max_size=20),
+    st.booleans(),
+)
+def test_inet_and_owner_columns_equal_the_python_text(
+    rows: list[tuple[Endpoint, Endpoint, tuple[Owner, ...] | None, str | None, bool | None]], named: bool
+) -> None:
+    sockets = [Socket(NetId.TCP, Family.INET, State.ESTAB, 0, 0, local, peer, 1, 0, None, owners, device, v6) for local, peer, owners, device, v6 in rows]
+    ends = [(local, peer) for local, peer, *_rest in rows]
     names = {22: "ssh", 0: "zero", 80: ""} if named else None
     drawn = []
     for accel in (fast, None):
@@ -117,6 +136,12 @@ def test_inet_and_owner_columns_equal_the_python_text(rows: list[tuple[Endpoint,
     assert drawn[0] == drawn[1]
     if named and any(local.port == 22 for local, _ in ends):
         assert ":ssh" in drawn[0]
+    assert len(drawn[0].splitlines()) == len(rows) + 1  # a device or owner name never breaks a row
+    for local, _peer, _owners, device, v6 in rows:
+        if device is not None:
+            assert "%" + render.escape(device) + ":" in drawn[0]
+        if v6 is False and local.address == "::":  # dual-stack on every address: `*`, as ss
+            assert "*" + ("" if device is None else "%" + render.escape(device)) + ":" in drawn[0]
 
 
 def test_table_text_keeps_undecodable_path_bytes() -> None:
@@ -129,3 +154,17 @@ def test_table_text_keeps_undecodable_path_bytes() -> None:
 def test_unusual_cells_fall_back_to_python() -> None:
     assert fast.table_text(("a",), ([1.5],), (False,), True) is None
     assert fast.table_text(("a",), ([2**70],), (False,), True) is None
+
+
+def test_device_and_v6only_are_decoded_in_c_too() -> None:
+    shutdown = attribute(8, b"\0")
+    dual = inet_message(socket.AF_INET6, 10, b"\0" * 16, b"\0" * 16, 8080, 0, (0, 128, 0, 11), 0, shutdown + attribute(diag.INET_DIAG_SKV6ONLY, b"\0"))
+    alone = inet_message(socket.AF_INET6, 10, b"\0" * 16, b"\0" * 16, 8081, 0, (0, 128, 0, 12), 1, shutdown + attribute(diag.INET_DIAG_SKV6ONLY, b"\1"))
+    chunk = dual + alone
+    rows = fast.inet_sockets(chunk, 0, len(dual), 2, NetId.TCP, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, None, diag.Devices(lambda i: f"if{i}"))
+    assert rows is not None  # the C path, not a fallback
+    assert [(s.local.port, s.device, s.v6only) for s in rows] == [(8080, None, False), (8081, "if1", True)]  # type: ignore[attr-defined]
+    spans, _ = diag.frame(chunk, "t")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(native, "accel", None)
+        assert diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText(), None, diag.Devices(lambda i: f"if{i}")) == rows
