@@ -13,9 +13,9 @@ base64 beside it (`path_b64`).
 
 from __future__ import annotations
 
-import base64
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -76,13 +76,12 @@ def host_text(address: str, device: str | None, v6only: bool | None, is_peer: bo
 def special_hosts(sockets: Sequence[Socket], is_peer: bool) -> dict[int, str]:
     """Give row -> `address:` text for the rows `host_text` draws differently from the plain
     address: bound to a device, or dual-stack on `::` (C-level scan; the rows are few)."""
-    devices = list(map(itemgetter(11), sockets))
-    v6only = list(map(itemgetter(12), sockets))
-    if not any(devices) and False not in v6only:
+    bound = not is_peer and any(map(itemgetter(11), sockets))
+    if not bound and False not in map(itemgetter(12), sockets):
         return {}
     position = 6 if is_peer else 5
     special = {}
-    for row, (device, flag) in enumerate(zip(devices, v6only, strict=True)):
+    for row, (device, flag) in enumerate(zip(map(itemgetter(11), sockets), map(itemgetter(12), sockets), strict=True)):
         if (device is not None and not is_peer) or flag is False:
             special[row] = host_text(sockets[row][position].address, device, flag, is_peer)  # type: ignore[union-attr]
     return special
@@ -229,8 +228,8 @@ def table(
 
 def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
     """Give the owners column with unprintable process and user names escaped (rarely any)."""
-    people = {(o.name, o.user) for owners in set(column) if owners for o in owners}
-    if all(name.isprintable() and user.isprintable() for name, user in people):
+    every = list(chain.from_iterable(filter(None, column)))
+    if all(map(str.isprintable, set(map(itemgetter(1), every)) | set(map(itemgetter(3), every)))):
         return column
     cleaned = {}
     for owners in set(column):
@@ -255,6 +254,8 @@ def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | 
 def _unix_json(path: str | None) -> dict[str, Any]:
     if path is None or clean_bytes(path):
         return {"path": path}
+    import base64
+
     return {"path": escape_undecodable(path), "path_b64": base64.b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")}
 
 
@@ -272,7 +273,10 @@ def endpoint_json(end: AnyEndpoint, is_peer: bool, device: str | None = None) ->
         if device is not None and not is_peer:
             found["device"] = escape_undecodable(device)
         return found
-    return {key: escape_undecodable(value) if isinstance(value, str) else value for key, value in end._asdict().items()}
+    found = {key: escape_undecodable(value) if isinstance(value, str) else value for key, value in end._asdict().items()}
+    if isinstance(end, NetlinkEndpoint) and not is_peer:
+        del found["group"]  # a destination group belongs to the peer of a connected socket
+    return found
 
 
 def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:

@@ -355,9 +355,6 @@ def _from_proc(job: _Job, net_dir: str, notes: list[str]) -> list[Socket]:
 def _attach_owners(found: list[Socket], result: owners.OwnerScan) -> list[Socket]:
     """Give the sockets with every holding process filled in (C-level: this runs per socket)."""
     got = map(result.holders.get, map(itemgetter(7), found), repeat(()))
-    before = map(itemgetter(slice(None, _OWNERS)), found)
-    after = map(itemgetter(slice(_OWNERS + 1, None)), found)
-    return list(map(tuple.__new__, repeat(Socket), map(add, map(add, before, zip(got)), after)))
-
-
-_OWNERS = Socket._fields.index("owners")
+    # owners (10) sits before device (11) and v6only (12): take those two along, by position
+    before = map(itemgetter(slice(None, 10)), found)
+    return list(map(tuple.__new__, repeat(Socket), map(add, before, zip(got, map(itemgetter(11), found), map(itemgetter(12), found), strict=False))))
