@@ -252,6 +252,9 @@ def test_connected_netlink_socket_and_its_queue_as_ss_shows_them(closing: list[s
             if source == "netlink":  # /proc/net/netlink does not say where a socket sends
                 assert mine[4] == peer
     assert int(ss_row(["-A", "netlink", "-a"], f"rtnl:python3/{pending.getsockname()[0]}")[1]) > 0
+    rows = {row["inode"]: row for row in json.loads(sockscope("ls", "-A", "netlink", "-a", "--json").stdout)}
+    assert rows[ino(connected)]["peer"] == {"protocol": "genl", "portid": 4242, "group": 1}
+    assert rows[ino(connected)]["state"] == "UNCONN" and rows[ino(pending)]["recv_q"] > 0
 
 
 def test_mptcp_sockets_as_ss_shows_them(closing: list[socket.socket]) -> None:
