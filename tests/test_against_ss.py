@@ -231,6 +231,17 @@ def test_packet_socket_protocol_and_queue_as_ss_shows_them(closing: list[socket.
     assert our_row(["-A", "packet", "-a", "--source", "proc"], ino(arp)) == theirs
 
 
+def netlink_ss_row(protocol: str, portid: int) -> list[str]:
+    """ss's row of a netlink socket: ss names it `rtnl:COMMAND/PORTID` when the port id is a
+    pid, else `rtnl:PORTID` with the port id as a signed number."""
+    signed = portid - 2**32 if portid >= 2**31 else portid
+    out = subprocess.run(["ss", "-H", "-A", "netlink", "-a"], capture_output=True, text=True, check=True).stdout
+    local = re.compile(rf"{protocol}:(\S+/)?{signed}")
+    found = [table_row(line) for line in out.splitlines() if any(local.fullmatch(field) for field in line.split())]
+    assert len(found) == 1, (protocol, portid, found)
+    return found[0]
+
+
 def test_connected_netlink_socket_and_its_queue_as_ss_shows_them(closing: list[socket.socket]) -> None:
     connected = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 16)  # generic netlink
     pending = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # route netlink
@@ -243,7 +254,7 @@ def test_connected_netlink_socket_and_its_queue_as_ss_shows_them(closing: list[s
     time.sleep(0.1)
     for sock, peer in ((connected, "1:4242"), (pending, "*")):
         portid = sock.getsockname()[0]
-        theirs = ss_row(["-A", "netlink", "-a"], f"{'genl' if sock is connected else 'rtnl'}:python3/{portid}")
+        theirs = netlink_ss_row("genl" if sock is connected else "rtnl", portid)
         assert theirs[0] == "UNCONN" and theirs[4] == peer
         for source in ("netlink", "proc"):
             mine = our_row(["-A", "netlink", "-a", "--source", source], ino(sock))
@@ -251,7 +262,7 @@ def test_connected_netlink_socket_and_its_queue_as_ss_shows_them(closing: list[s
             assert mine[3].endswith(f":{portid}")
             if source == "netlink":  # /proc/net/netlink does not say where a socket sends
                 assert mine[4] == peer
-    assert int(ss_row(["-A", "netlink", "-a"], f"rtnl:python3/{pending.getsockname()[0]}")[1]) > 0
+    assert int(netlink_ss_row("rtnl", pending.getsockname()[0])[1]) > 0
     rows = {row["inode"]: row for row in json.loads(sockscope("ls", "-A", "netlink", "-a", "--json").stdout)}
     assert rows[ino(connected)]["peer"] == {"protocol": "genl", "portid": 4242, "group": 1}
     assert rows[ino(connected)]["state"] == "UNCONN" and rows[ino(pending)]["recv_q"] > 0
