@@ -441,8 +441,17 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
+    people: dict[tuple[str, str], tuple[str, str]] = {}
     for s in sockets:
-        owners = "" if s.owners is None else ";".join(f"{o.pid}/{escape(o.name)}/{o.fd}/{escape(o.user)}" for o in s.owners)
+        owners = ""
+        if s.owners is not None:
+            parts = []
+            for pid, name, fd, user in s.owners:
+                shown = people.get((name, user))
+                if shown is None:
+                    shown = people[(name, user)] = (escape(name), escape(user))
+                parts.append(f"{pid}/{shown[0]}/{fd}/{shown[1]}")
+            owners = ";".join(parts)
         writer.writerow(
             (
                 s.netid.value,
@@ -454,10 +463,10 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
                 *_csv_end(s.peer, s.inode, True),
                 s.inode,
                 "" if s.uid is None else s.uid,
-                escape(s.netns or ""),
+                escape(s.netns) if s.netns else "",
                 owners,
                 service(s) or "",
-                escape(s.device or ""),
+                escape(s.device) if s.device else "",
                 "" if s.v6only is None else str(s.v6only).lower(),
             )
         )
