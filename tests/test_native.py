@@ -162,7 +162,7 @@ def test_device_and_v6only_are_decoded_in_c_too() -> None:
     alone = inet_message(socket.AF_INET6, 10, b"\0" * 16, b"\0" * 16, 8081, 0, (0, 128, 0, 12), 1, shutdown + attribute(diag.INET_DIAG_SKV6ONLY, b"\1"))
     chunk = dual + alone
     devices = diag.Devices(lambda i: f"if{i}")
-    rows = fast.inet_sockets(chunk, 0, len(dual), 2, NetId.TCP, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, None, devices)
+    rows = fast.inet_sockets(chunk, [(0, len(dual), 2)], NetId.TCP, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, None, devices)
     assert rows is not None  # the C path, not a fallback
     assert [(s.local.port, s.device, s.v6only) for s in rows] == [(8080, None, False), (8081, "if1", True)]  # type: ignore[attr-defined]
     spans, _ = diag.frame(chunk, "t")

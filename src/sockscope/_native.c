@@ -1,6 +1,6 @@
 /* sockscope._native: the two hot loops of `sockscope ls`, in C.
  *
- * inet_sockets: inet_diag_msg records -> Socket named tuples (decoding);
+ * inet_sockets: inet_diag_msg records -> Socket named tuples (decoding, a whole reply chunk a call);
  * table_text:   columns of cells (and inet endpoints) -> the aligned table as one string.
  *
  * Each has a pure-Python twin (diag.decode_inet, render.table_text) that gives the same
@@ -104,88 +104,121 @@ static int v6only_of(const unsigned char *m, Py_ssize_t size) {
 
 static int wants_v6only(const unsigned char *m) { return m[0] == AF_INET6 && (m[1] == 7 || m[1] == 10); }
 
-/* inet_sockets(chunk, offset, length, count, netid, inet, inet6, states, Endpoint, Socket, netns, devices)
- * -> list[Socket] | None; devices(ifindex) names the bound interface of a socket (ifindex != 0). */
+typedef struct {
+    Py_ssize_t offset, length, count;
+    int family;
+} Run;
+
+/* The runs of a spans list [(offset, length, count), ...], checked against the chunk: every
+ * message of a run has the run's family (inet or inet6), a known state and sound attributes
+ * where v6only is read. Gives the number of messages, -1 to take the Python path. */
+static Py_ssize_t check_runs(PyObject *spans, const Py_buffer *chunk, Py_ssize_t nstates, Run *runs) {
+    Py_ssize_t total = 0, n = PyList_GET_SIZE(spans);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Run *run = &runs[k];
+        PyObject *span = PyList_GET_ITEM(spans, k);
+        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nnn", &run->offset, &run->length, &run->count)) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (run->length < NLMSG_HDR + INET_MSG || run->count < 0 || run->offset < 0 || run->count > chunk->len ||
+            run->offset + run->length * run->count > chunk->len)
+            return -1;
+        const unsigned char *base = (const unsigned char *)chunk->buf + run->offset;
+        run->family = run->count ? base[NLMSG_HDR] : AF_INET;
+        if (run->family != AF_INET && run->family != AF_INET6) return -1;
+        for (Py_ssize_t i = 0; i < run->count; i++) {
+            const unsigned char *m = base + i * run->length + NLMSG_HDR;
+            if (m[0] != run->family || m[1] >= nstates) return -1;
+            if (wants_v6only(m) && v6only_of(m, run->length - NLMSG_HDR) < 0) return -1;
+        }
+        total += run->count;
+    }
+    return total;
+}
+
+/* inet_sockets(chunk, spans, netid, inet, inet6, states, Endpoint, Socket, netns, devices)
+ * -> list[Socket] | None: every message of the spans, decoded in one call (replies where
+ * sockets of several states alternate come as many short runs). devices(ifindex) names the
+ * interface a socket is bound to (ifindex != 0). */
 static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     Py_buffer chunk;
-    Py_ssize_t offset, length, count;
-    PyObject *netid, *fam_inet, *fam_inet6, *states, *netns, *devices;
+    PyObject *spans, *netid, *fam_inet, *fam_inet6, *states, *netns, *devices;
     PyTypeObject *endpoint_type, *socket_type;
-    if (!PyArg_ParseTuple(args, "y*nnnOOOO!O!O!OO", &chunk, &offset, &length, &count, &netid, &fam_inet, &fam_inet6, &PyTuple_Type,
-                          &states, &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices))
+    if (!PyArg_ParseTuple(args, "y*O!OOOO!O!O!OO", &chunk, &PyList_Type, &spans, &netid, &fam_inet, &fam_inet6, &PyTuple_Type, &states,
+                          &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices))
         return NULL;
     PyObject *out = NULL;
     AddrSlot slots[ADDR_SLOTS];
     memset(slots, 0, sizeof slots);
-    Py_ssize_t nstates = PyTuple_GET_SIZE(states);
-    if (length < NLMSG_HDR + INET_MSG || count < 0 || offset < 0 || offset + length * count > chunk.len) goto fallback;
-    const unsigned char *base = (const unsigned char *)chunk.buf + offset;
-    int family = base[NLMSG_HDR];
-    if (family != AF_INET && family != AF_INET6) goto fallback;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const unsigned char *m = base + i * length + NLMSG_HDR;
-        if (m[0] != family || m[1] >= nstates) goto fallback;
-        if (wants_v6only(m) && v6only_of(m, length - NLMSG_HDR) < 0) goto fallback;
+    Py_ssize_t nruns = PyList_GET_SIZE(spans);
+    Run *runs = PyMem_Malloc((size_t)(nruns ? nruns : 1) * sizeof(Run));
+    if (runs == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    PyObject *fam = family == AF_INET ? fam_inet : fam_inet6;
-    out = PyList_New(count);
+    Py_ssize_t total = check_runs(spans, &chunk, PyTuple_GET_SIZE(states), runs);
+    if (total < 0) goto fallback;
+    out = PyList_New(total);
     if (out == NULL) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const unsigned char *m = base + i * length + NLMSG_HDR;
-        unsigned sport = (unsigned)m[4] << 8 | m[5], dport = (unsigned)m[6] << 8 | m[7];
-        PyObject *src = address_text(slots, family, m + 8);
-        if (src == NULL) goto error;
-        PyObject *local = endpoint(endpoint_type, src, sport);
-        if (local == NULL) goto error;
-        PyObject *dst = address_text(slots, family, m + 24);
-        if (dst == NULL) {
-            Py_DECREF(local);
-            goto error;
+    Py_ssize_t row = 0;
+    for (Py_ssize_t k = 0; k < nruns; k++) {
+        const Run *run = &runs[k];
+        const unsigned char *base = (const unsigned char *)chunk.buf + run->offset;
+        int family = run->family;
+        PyObject *fam = family == AF_INET ? fam_inet : fam_inet6;
+        for (Py_ssize_t i = 0; i < run->count; i++) {
+            const unsigned char *m = base + i * run->length + NLMSG_HDR;
+            unsigned sport = (unsigned)m[4] << 8 | m[5], dport = (unsigned)m[6] << 8 | m[7];
+            PyObject *src = address_text(slots, family, m + 8);
+            if (src == NULL) goto error;
+            PyObject *local = endpoint(endpoint_type, src, sport);
+            if (local == NULL) goto error;
+            PyObject *dst = address_text(slots, family, m + 24);
+            if (dst == NULL) {
+                Py_DECREF(local);
+                goto error;
+            }
+            PyObject *peer = endpoint(endpoint_type, dst, dport);
+            if (peer == NULL) {
+                Py_DECREF(local);
+                goto error;
+            }
+            PyObject *rq = PyLong_FromUnsignedLong(u32(m + 56));
+            PyObject *wq = PyLong_FromUnsignedLong(u32(m + 60));
+            PyObject *uid = PyLong_FromUnsignedLong(u32(m + 64));
+            PyObject *inode = PyLong_FromUnsignedLong(u32(m + 68));
+            PyObject *sock = new_record(socket_type, SOCKET_FIELDS);
+            uint32_t ifindex = u32(m + 40);
+            PyObject *device = ifindex ? PyObject_CallFunction(devices, "k", (unsigned long)ifindex) : Py_NewRef(Py_None);
+            if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || sock == NULL || device == NULL) {
+                Py_XDECREF(device);
+                Py_XDECREF(rq);
+                Py_XDECREF(wq);
+                Py_XDECREF(uid);
+                Py_XDECREF(inode);
+                Py_XDECREF(sock);
+                Py_DECREF(local);
+                Py_DECREF(peer);
+                goto error;
+            }
+            PyObject *state = PyTuple_GET_ITEM(states, m[1]);
+            int v6only = wants_v6only(m) ? v6only_of(m, run->length - NLMSG_HDR) : 2;
+            PyTuple_SET_ITEM(sock, 0, Py_NewRef(netid));
+            PyTuple_SET_ITEM(sock, 1, Py_NewRef(fam));
+            PyTuple_SET_ITEM(sock, 2, Py_NewRef(state));
+            PyTuple_SET_ITEM(sock, 3, rq);
+            PyTuple_SET_ITEM(sock, 4, wq);
+            PyTuple_SET_ITEM(sock, 5, local);
+            PyTuple_SET_ITEM(sock, 6, peer);
+            PyTuple_SET_ITEM(sock, 7, inode);
+            PyTuple_SET_ITEM(sock, 8, uid);
+            PyTuple_SET_ITEM(sock, 9, Py_NewRef(netns));
+            PyTuple_SET_ITEM(sock, 10, Py_NewRef(Py_None));
+            PyTuple_SET_ITEM(sock, 11, device);
+            PyTuple_SET_ITEM(sock, 12, Py_NewRef(v6only == 2 ? Py_None : v6only ? Py_True : Py_False));
+            PyList_SET_ITEM(out, row++, sock);
         }
-        PyObject *peer = endpoint(endpoint_type, dst, dport);
-        if (peer == NULL) {
-            Py_DECREF(local);
-            goto error;
-        }
-        PyObject *rq = PyLong_FromUnsignedLong(u32(m + 56));
-        PyObject *wq = PyLong_FromUnsignedLong(u32(m + 60));
-        PyObject *uid = PyLong_FromUnsignedLong(u32(m + 64));
-        PyObject *inode = PyLong_FromUnsignedLong(u32(m + 68));
-        PyObject *sock = new_record(socket_type, SOCKET_FIELDS);
-        uint32_t ifindex = u32(m + 40);
-        PyObject *device = ifindex ? PyObject_CallFunction(devices, "k", (unsigned long)ifindex) : Py_NewRef(Py_None);
-        if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || sock == NULL || device == NULL) {
-            Py_XDECREF(device);
-            Py_XDECREF(rq);
-            Py_XDECREF(wq);
-            Py_XDECREF(uid);
-            Py_XDECREF(inode);
-            Py_XDECREF(sock);
-            Py_DECREF(local);
-            Py_DECREF(peer);
-            goto error;
-        }
-        PyObject *state = PyTuple_GET_ITEM(states, m[1]);
-        Py_INCREF(netid);
-        Py_INCREF(fam);
-        Py_INCREF(state);
-        Py_INCREF(netns);
-        Py_INCREF(Py_None);
-        PyTuple_SET_ITEM(sock, 0, netid);
-        PyTuple_SET_ITEM(sock, 1, fam);
-        PyTuple_SET_ITEM(sock, 2, state);
-        PyTuple_SET_ITEM(sock, 3, rq);
-        PyTuple_SET_ITEM(sock, 4, wq);
-        PyTuple_SET_ITEM(sock, 5, local);
-        PyTuple_SET_ITEM(sock, 6, peer);
-        PyTuple_SET_ITEM(sock, 7, inode);
-        PyTuple_SET_ITEM(sock, 8, uid);
-        PyTuple_SET_ITEM(sock, 9, netns);
-        PyTuple_SET_ITEM(sock, 10, Py_None);
-        PyTuple_SET_ITEM(sock, 11, device);
-        int v6only = wants_v6only(m) ? v6only_of(m, length - NLMSG_HDR) : 2;
-        PyTuple_SET_ITEM(sock, 12, Py_NewRef(v6only == 2 ? Py_None : v6only ? Py_True : Py_False));
-        PyList_SET_ITEM(out, i, sock);
     }
     goto done;
 error:
@@ -194,6 +227,7 @@ error:
 fallback:
     out = Py_NewRef(Py_None);
 done:
+    PyMem_Free(runs);
     clear_slots(slots);
     PyBuffer_Release(&chunk);
     return out;
@@ -563,7 +597,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"inet_sockets", inet_sockets, METH_VARARGS, "Decode a run of inet_diag messages into Socket records (None: take the Python path)."},
+    {"inet_sockets", inet_sockets, METH_VARARGS, "Decode the runs of inet_diag messages of a chunk into Socket records (None: take the Python path)."},
     {"table_text", table_text, METH_VARARGS, "Give an aligned table of str/int columns as one string (None: take the Python path)."},
     {NULL, NULL, 0, NULL},
 };

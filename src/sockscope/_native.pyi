@@ -2,9 +2,7 @@ from collections.abc import Sequence
 
 def inet_sockets(
     chunk: bytes,
-    offset: int,
-    length: int,
-    count: int,
+    spans: list[tuple[int, int, int]],
     netid: object,
     inet: object,
     inet6: object,

@@ -14,6 +14,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
+from typing import cast
 
 from .. import native
 from ..errors import DecodeError, PermissionDenied, SourceUnavailable
@@ -298,15 +299,15 @@ def decode_inet(
     """
     netid = _INET_NETID[protocol]
     devices = devices or Devices()
+    spans = list(spans)
+    fast = native.accel
+    if fast is not None:  # the whole chunk in one call, or None for anything unusual in it
+        rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
+        if rows is not None:
+            return cast(list[Socket], rows)
     out: list[Socket] = []
     view = memoryview(chunk)
-    fast = native.accel
     for offset, length, count in spans:
-        if fast is not None:
-            rows = fast.inet_sockets(chunk, offset, length, count, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
-            if rows is not None:
-                out += rows
-                continue
         if length < _HEADER.size + _INET_MSG_SIZE:
             raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
         body = view[offset : offset + length * count]
