@@ -152,7 +152,7 @@ def _namespaces_sockets(query: Query, root: str, notes: list[str]) -> list[Socke
                 raise
             closed.append(space.label)
     if closed:
-        notes.append(f"{len(closed)} network namespaces could not be entered (needs root): {', '.join(closed)}")
+        notes.append(f"{_count(len(closed), 'network namespace')} could not be entered (needs root): {', '.join(closed)}")
     return found
 
 
@@ -207,10 +207,14 @@ def _proc_file(name: str, parse: Parse) -> Callable[[str, list[str]], list[Socke
         skipped: list[str] = []
         found = parse(text, path, skipped)
         if skipped:
-            notes.append(f"{path}: skipped {len(skipped)} lines that do not read as sockets (first: {skipped[0]})")
+            notes.append(f"{path}: skipped {_count(len(skipped), 'line')} that do not read as sockets (first: {skipped[0]})")
         return found
 
     return fallback
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
 
 
 def _no_proc_file(_net_dir: str, _notes: list[str]) -> list[Socket]:
