@@ -228,6 +228,7 @@ def test_packet_socket_protocol_and_queue_as_ss_shows_them(closing: list[socket.
     theirs = ss_row(["-0", "-a", "-e"], f"ino:{ino(arp)}")
     assert theirs[0] == "UNCONN" and theirs[3] == "arp:*" and int(theirs[1]) > 0
     assert our_row(["-A", "packet", "-a"], ino(arp)) == theirs
+    assert our_row(["-0", "-a"], ino(arp)) == theirs
     assert our_row(["-A", "packet", "-a", "--source", "proc"], ino(arp)) == theirs
 
 

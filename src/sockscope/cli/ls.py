@@ -47,6 +47,7 @@ def add_parser(commands: Any) -> None:
     kinds.add_argument("-w", "--raw", action="store_true", help="raw sockets")
     kinds.add_argument("-x", "--unix", action="store_true", help="unix domain sockets")
     kinds.add_argument("-M", "--mptcp", action="store_true", help="MPTCP sockets")
+    kinds.add_argument("-0", "--packet", action="store_true", help="packet sockets")
     kinds.add_argument("-A", "--query", metavar="KINDS", help=f"comma-separated kinds: {','.join(KIND_WORDS)}")
     states = p.add_argument_group("states")
     states.add_argument("-l", "--listening", action="store_true", help="listening (and unconnected) sockets only")
@@ -81,6 +82,8 @@ def selected_kinds(args: argparse.Namespace) -> frozenset[NetId]:
         kinds |= KIND_WORDS["unix"]
     if args.mptcp:
         kinds |= KIND_WORDS["mptcp"]
+    if args.packet:
+        kinds |= KIND_WORDS["packet"]
     if args.query:
         for word in args.query.split(","):
             found = KIND_WORDS.get(word.strip().lower())
