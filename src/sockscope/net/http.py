@@ -1,245 +1,67 @@
 """`serve --mode http`: static files and directory listings over HTTP/1.1.
 
 Requests are parsed by httptools (the llhttp parser of Node.js): framing, chunked bodies,
-HTTP/1.0 and keep-alive rules, malformed and smuggling-prone input. What is ours is the file
-server: `answer()` turns a request into a `Reply` without touching a socket, and `HttpSession`
-keeps answers in request order, limits request heads, and streams large files with backpressure.
+HTTP/1.0 and keep-alive rules, malformed and smuggling-prone input. The file side (the root jail
+and `answer()`) is `files.py`; `HttpSession` keeps answers in request order and bounds what one
+client can make the server hold: it stops reading a client whose answers are not being read,
+streams files from their descriptor only when the transport has room, and keeps small files in a
+cache bounded in total bytes.
 """
 
 from __future__ import annotations
 
-import html
-import mimetypes
 import os
-import stat
 import time
-import urllib.parse
 from collections import deque
-from email.utils import formatdate, parsedate_to_datetime
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import httptools
 
 from .. import __version__
+from .files import Reply, answer, http_date, page, root_of
 from .hub import Hub
 from .modes import StreamSession
 
 SERVER = f"sockscope/{__version__}".encode()
-CACHE_LIMIT = 64 * 1024  # files up to this size are kept in memory (re-checked by mtime and size)
-CHUNK = 256 * 1024
-HIGH_WATER = 1 << 20
-
-
-class Reply(NamedTuple):
-    """What to answer: status, headers, and a body given as bytes or as a span of a file."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes = b""
-    file: str | None = None
-    offset: int = 0
-    length: int = 0
-    stamp: tuple[int, int] | None = None  # the file's (mtime_ns, size) when the reply was made
-
-
-def _page(status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
-    body = f"<!doctype html>\n<title>{status} {html.escape(text)}</title>\n<h1>{status} {html.escape(text)}</h1>\n".encode()
-    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()), *(extra or [])]
-    return Reply(status, headers, body)
-
-
-def http_date(seconds: float) -> bytes:
-    """Give the IMF-fixdate of a time (`Sun, 06 Nov 1994 08:49:37 GMT`)."""
-    return formatdate(seconds, usegmt=True).encode()
-
-
-def request_path(target: bytes) -> str | None:
-    """Give the decoded path of a request target (origin or absolute form), or None when it is unusable."""
-    try:
-        text = target.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    if text.startswith(("http://", "https://")):
-        text = "/" + text.split("://", 1)[1].partition("/")[2]
-    if not text.startswith("/"):
-        return None
-    path = text.partition("?")[0].partition("#")[0]
-    decoded = os.fsdecode(urllib.parse.unquote_to_bytes(path))
-    return None if "\0" in decoded else decoded
-
-
-_RESOLVED: dict[str, str] = {}
-_RESOLVED_SECOND = [0]
-
-
-def _real(path: str) -> str:
-    """os.path.realpath, remembered for the rest of the current second (the same few files are asked for again and again)."""
-    second = int(time.monotonic())
-    if second != _RESOLVED_SECOND[0] or len(_RESOLVED) > 4096:
-        _RESOLVED.clear()
-        _RESOLVED_SECOND[0] = second
-    found = _RESOLVED.get(path)
-    if found is None:
-        found = _RESOLVED[path] = os.path.realpath(path)
-    return found
-
-
-def locate(root: str, path: str) -> str | None:
-    """Give the file under `root` that a decoded URL path names, or None when it would leave `root`.
-
-    `..` is resolved within the URL first, then symbolic links are followed and the result must
-    still be inside `root`.
-    """
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    real_root = _real(root)
-    candidate = _real(os.path.join(real_root, *parts))
-    if candidate != real_root and not candidate.startswith(real_root.rstrip("/") + "/"):
-        return None
-    return candidate
-
-
-def _byte_range(spec: bytes, size: int) -> tuple[int, int] | bool | None:
-    """Give (first, last) of a single `bytes=` range; None to ignore the header; False when unsatisfiable."""
-    unit, _eq, ranges = spec.decode("latin-1").partition("=")
-    if unit.strip().lower() != "bytes" or "," in ranges:
-        return None  # other units and multiple ranges: send the whole file (allowed by RFC 9110)
-    first_text, dash, last_text = ranges.strip().partition("-")
-    if not dash:
-        return None
-    first_text, last_text = first_text.strip(), last_text.strip()
-    if not first_text:  # the last N bytes
-        if not last_text.isdigit():
-            return None
-        n = int(last_text)
-        return (max(0, size - n), size - 1) if n and size else False
-    if not first_text.isdigit() or (last_text and not last_text.isdigit()):
-        return None
-    first = int(first_text)
-    last = min(int(last_text), size - 1) if last_text else size - 1
-    if first >= size:
-        return False
-    return None if last < first else (first, last)
-
-
-def _not_modified(headers: dict[bytes, bytes], mtime: int, etag: bytes) -> bool:
-    if b"if-none-match" in headers:
-        tags = [t.strip().removeprefix(b"W/") for t in headers[b"if-none-match"].split(b",")]
-        return b"*" in tags or etag.removeprefix(b"W/") in tags
-    since = headers.get(b"if-modified-since")
-    if since is None:
-        return False
-    try:
-        when = parsedate_to_datetime(since.decode("latin-1")).timestamp()
-    except (ValueError, TypeError, IndexError, OverflowError):
-        return False
-    return mtime <= when
-
-
-def _listing(url_path: str, directory: str) -> Reply:
-    try:
-        names = sorted(os.listdir(directory), key=lambda n: (n.lower(), n))
-    except OSError as exc:
-        return _page(403, f"cannot list this directory: {exc.strerror}")
-    shown = html.escape(url_path)
-    rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>'] if url_path != "/" else []
-    for name in names:
-        try:
-            info = os.stat(os.path.join(directory, name))
-        except OSError:
-            continue
-        is_dir = stat.S_ISDIR(info.st_mode)
-        label = name + ("/" if is_dir else "")
-        href = urllib.parse.quote(os.fsencode(name)) + ("/" if is_dir else "")
-        size = "" if is_dir else str(info.st_size)
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
-        rows.append(f'<tr><td><a href="{html.escape(href)}">{html.escape(label)}</a></td><td>{size}</td><td>{when}</td></tr>')
-    body = (
-        f"<!doctype html>\n<meta charset=utf-8>\n<title>Index of {shown}</title>\n<h1>Index of {shown}</h1>\n"
-        "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n" + "\n".join(rows) + "\n</table>\n"
-    ).encode("utf-8", "surrogateescape")
-    return Reply(200, [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())], body)
-
-
-def answer(root: str, method: bytes, target: bytes, headers: dict[bytes, bytes]) -> Reply:
-    """Give the reply to one request for a file under `root` (headers keyed in lower case)."""
-    if method not in (b"GET", b"HEAD"):
-        return _page(405, "method not allowed", [(b"allow", b"GET, HEAD")])
-    path = request_path(target)
-    if path is None:
-        return _page(400, "bad request target")
-    found = locate(root, path)
-    if found is None:
-        return _page(404, "not found")
-    try:
-        info = os.stat(found)
-    except OSError:
-        return _page(404, "not found")
-    if stat.S_ISDIR(info.st_mode):
-        if not path.endswith("/"):
-            query = target.partition(b"?")[2]
-            location = urllib.parse.quote(os.fsencode(path)) + "/" + ("?" + query.decode("ascii", "replace") if query else "")
-            return _page(301, "moved permanently", [(b"location", location.encode())])
-        index = os.path.join(found, "index.html")
-        if not os.path.isfile(index):
-            return _listing(path, found)
-        found, info = index, os.stat(index)
-    if not stat.S_ISREG(info.st_mode):
-        return _page(403, "not a regular file")
-    mtime = int(info.st_mtime)
-    etag = f'W/"{info.st_mtime_ns:x}-{info.st_size:x}"'.encode()
-    kind = mimetypes.guess_type(found)[0] or "application/octet-stream"
-    if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
-        kind += "; charset=utf-8"
-    response_headers = [(b"content-type", kind.encode()), (b"last-modified", http_date(mtime)), (b"etag", etag), (b"accept-ranges", b"bytes")]
-    if _not_modified(headers, mtime, etag):
-        return Reply(304, response_headers)
-    size = info.st_size
-    span = _byte_range(headers[b"range"], size) if b"range" in headers else None
-    if span is not None and b"if-range" in headers and headers[b"if-range"] not in (etag, http_date(mtime)):
-        span = None  # the client's copy is outdated: it gets the whole file
-    if span is False:
-        return _page(416, "range not satisfiable", [(b"content-range", f"bytes */{size}".encode())])
-    if isinstance(span, tuple):
-        first, last = span
-        response_headers += [(b"content-range", f"bytes {first}-{last}/{size}".encode()), (b"content-length", str(last - first + 1).encode())]
-        return Reply(206, response_headers, file=found, offset=first, length=last - first + 1, stamp=(info.st_mtime_ns, size))
-    response_headers.append((b"content-length", str(size).encode()))
-    return Reply(200, response_headers, file=found, offset=0, length=size, stamp=(info.st_mtime_ns, size))
+CACHE_FILE = 64 * 1024  # files up to this size are kept in memory ...
+CACHE_TOTAL = 16 << 20  # ... up to this many bytes in all, per process
+CHUNK = 64 * 1024
+HIGH_WATER = 128 * 1024  # bytes queued for one client before we stop answering (and reading) it
+FEED = 16 * 1024  # bytes parsed at once, so that a burst of pipelined requests stops at the queue's bound
+PIPELINE_DEPTH = 32  # requests parsed ahead of their answers
+PIPELINE_BYTES = 64 * 1024  # and their heads' bytes
 
 
 class FileCache:
-    """Small files kept in memory, keyed by path and checked against the (mtime, size) of each request."""
+    """Small files kept in memory, keyed by (device, inode, mtime_ns, size) from fstat of the descriptor opened for a request."""
 
-    def __init__(self, limit_files: int = 4096) -> None:
-        self.files: dict[str, tuple[tuple[int, int], bytes]] = {}
-        self.limit = limit_files
+    def __init__(self, limit: int = CACHE_TOTAL) -> None:
+        self.files: dict[tuple[int, int, int, int], bytes] = {}
+        self.limit = limit
+        self.total = 0
 
-    def get(self, path: str, stamp: tuple[int, int]) -> bytes | None:
-        found = self.files.get(path)
-        if found is not None and found[0] == stamp:
-            return found[1]
-        if stamp[1] > CACHE_LIMIT:
+    def get(self, fd: int, key: tuple[int, int, int, int]) -> bytes | None:
+        """Give the whole content of a small file (from memory, or read now from `fd`), or None for a large one."""
+        found = self.files.pop(key, None)
+        if found is not None:
+            self.files[key] = found  # the most recently used goes last: the oldest leave first
+            return found
+        size = key[3]
+        if size > CACHE_FILE:
             return None
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(CACHE_LIMIT + 1)
+            data = os.pread(fd, size + 1, 0)
         except OSError:
             return None
-        if len(data) != stamp[1]:
-            return None  # changing while read: serve it from the file this once
-        if len(self.files) >= self.limit:
-            self.files.clear()
-        self.files[path] = (stamp, data)
+        if len(data) != size:
+            return None  # changing while read: it is sent from the descriptor this once
+        self.files[key] = data
+        self.total += size
+        while self.total > self.limit:
+            oldest = next(iter(self.files))
+            self.total -= len(self.files.pop(oldest))
         return data
 
 
@@ -257,11 +79,21 @@ class _Clock:
         return self.text
 
 
+class Request(NamedTuple):
+    """One parsed request waiting for its answer."""
+
+    method: bytes
+    target: bytes
+    headers: dict[bytes, bytes]
+    keep_alive: bool
+    old: bool  # HTTP/1.0: its keep-alive must be confirmed in the answer
+    size: int
+
+
 _CLOCK = _Clock()
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _FILES = FileCache()  # one per process (each worker is a process)
 _REFUSAL = b"HTTP/1.1 %d %s\r\nconnection: close\r\ncontent-length: 0\r\nserver: " + SERVER + b"\r\n\r\n"
-_PIPELINE_DEPTH = 64  # requests read ahead of their answers before reading pauses
 
 
 class _Stop(Exception):
@@ -271,23 +103,35 @@ class _Stop(Exception):
 class HttpSession(StreamSession):
     """One HTTP client: requests are parsed by httptools (llhttp), answered by `answer()` in order."""
 
-    __slots__ = ("head_size", "headers", "keep_after_pump", "parser", "pump", "queue", "refusal", "request_since", "url")
+    __slots__ = (
+        "begun", "halted", "head_size", "headers", "held", "held_at", "parser", "pump", "queue", "queued_bytes", "refusal",
+        "request_since", "url",
+    )  # fmt: skip
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[tuple[bytes, bytes, dict[bytes, bytes], bool]] = deque()
-        self.pump: tuple[BinaryIO, int] | None = None
-        self.request_since: float | None = None
+        self.queue: deque[Request] = deque()
+        self.queued_bytes = 0
+        self.pump: tuple[int, int, int, bool] | None = None  # descriptor, offset, bytes left, keep-alive
+        self.request_since: float | None = time.monotonic()
+        self.begun = False  # some bytes of the request being waited for have arrived
         self.refusal: tuple[int, str] | None = None
+        self.halted = False  # the parser stopped on a request whose body is not read
+        self.held = b""  # received, not parsed yet (parsing waits while the queue is full)
+        self.held_at = 0
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.head_size = 0
-        self.keep_after_pump = True
+
+    def opened(self) -> None:
+        self.transport.set_write_buffer_limits(high=HIGH_WATER, low=HIGH_WATER // 4)
+        self.request_since = time.monotonic()
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self.url, self.headers, self.head_size = b"", {}, 0
+        self.begun = True
         if self.request_since is None:
             self.request_since = time.monotonic()
 
@@ -309,135 +153,208 @@ class HttpSession(StreamSession):
     def on_headers_complete(self) -> None:
         method = self.parser.get_method()
         if method not in (b"GET", b"HEAD"):  # answer at once; its body is not read
-            self.queue.append((method, self.url, self.headers, False))
+            self._queue(method, False)
+            self.halted = True
             raise _Stop
 
     def on_message_complete(self) -> None:
-        self.queue.append((self.parser.get_method(), self.url, self.headers, self.parser.should_keep_alive()))
+        self._queue(self.parser.get_method(), self.parser.should_keep_alive())
         self.request_since = None
+        self.begun = False
+
+    def _queue(self, method: bytes, keep_alive: bool) -> None:
+        self.queue.append(Request(method, self.url, self.headers, keep_alive, self.parser.get_http_version() == "1.0", self.head_size))
+        self.queued_bytes += self.head_size
 
     # -- the connection
     def data_received(self, data: bytes) -> None:
         self.rx += len(data)
         if self.hub.trace:
             self.hub.narrate(f"recv(fd {self.fd}) = {len(data)}")
-        if self.refusal is not None:
+        if self.refusal is not None or self.halted:
             return
-        if self.request_since is None:
-            self.request_since = time.monotonic()
+        if self.held_at < len(self.held):
+            self.held = self.held[self.held_at :] + data
+        else:
+            self.held = data
+        self.held_at = 0
+        self.guarded(self.advance)
+
+    def guarded(self, step: Callable[[], None]) -> None:
+        """Run one step of this session; an error of ours ends this client with an event, never a traceback."""
         try:
-            self.parser.feed_data(data)
-        except _Stop:
-            pass
-        except httptools.HttpParserUpgrade:
-            self.refusal = (400, "protocol upgrades are not served")
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Stop):
-                raise
-        except httptools.HttpParserError as exc:
-            self.refusal = (400, str(exc) or "malformed request")
-        self.answer_queued()
-        if len(self.queue) > _PIPELINE_DEPTH:
-            self.transport.pause_reading()
+            step()
+        except Exception as exc:  # one client's failure must not reach the event loop's printer
+            self.hub.emit("error", conn=self.conn, peer=self.peer, detail=f"internal error, connection closed: {type(exc).__name__}: {exc}")
+            self.closing_reason = self.closing_reason or f"internal error: {type(exc).__name__}"
+            self.transport.abort()
 
-    def eof_received(self) -> bool | None:
-        super().eof_received()
-        return bool(self.pump is not None or self.queue)  # keep answering what the client still waits for
+    def _room(self) -> bool:
+        return len(self.queue) < PIPELINE_DEPTH and self.queued_bytes < PIPELINE_BYTES
 
-    def answer_queued(self) -> None:
+    def parse_held(self) -> None:
+        """Parse what was received, until the queue of requests waiting for answers is full."""
+        while self.held_at < len(self.held) and self.refusal is None and not self.halted and self._room():
+            start = self.held_at
+            piece = memoryview(self.held)[start : start + FEED]
+            self.held_at = start + len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except _Stop:
+                pass
+            except httptools.HttpParserUpgrade as exc:
+                # Upgrade is ignored (RFC 9110 7.8 allows it): the request was answered as plain HTTP, and
+                # what follows its head is read as the next request, by a fresh parser
+                self.parser = httptools.HttpRequestParser(self)
+                self.held_at = start + int(exc.args[0]) if exc.args else self.held_at
+            except httptools.HttpParserCallbackError as exc:
+                if not isinstance(exc.__context__, _Stop):
+                    raise
+            except httptools.HttpParserError as exc:
+                self.refusal = (400, str(exc) or "malformed request")
+        if self.held_at >= len(self.held):
+            self.held, self.held_at = b"", 0
+
+    def advance(self) -> None:
+        """Parse what is held, answer what is queued while the client takes it, then read more only if there is room."""
         transport = self.transport
-        while self.queue and self.pump is None and not transport.is_closing():
-            method, url, headers, keep_alive = self.queue.popleft()
-            self.request(method, url, headers, keep_alive)
-        if self.refusal is not None and self.pump is None and not self.queue and not transport.is_closing():
+        while not transport.is_closing():
+            self.parse_held()
+            if not self.queue or self.pump is not None or transport.get_write_buffer_size() >= HIGH_WATER:
+                break
+            request = self.queue.popleft()
+            self.queued_bytes -= request.size
+            self.request(request)
+        if transport.is_closing() or self.pump is not None or self.queue:
+            self.flow()
+            return
+        if self.refusal is not None:
             status, why = self.refusal
             self.send(_REFUSAL % (status, _REASONS.get(status, b"Bad Request")))
             self.drop(f"bad request: {why}")
-        if not self.queue and self.pump is None and transport.is_closing() is False and self.closing_reason == "client closed":
+        elif self.closing_reason == "client closed" and not self.held:
             transport.close()
-        elif len(self.queue) <= _PIPELINE_DEPTH // 2 and not transport.is_closing():
-            transport.resume_reading()
+        else:
+            if self.request_since is None:  # the previous answer is out: the next request is waited for from now
+                self.request_since = time.monotonic()
+            self.flow()
 
-    def request(self, method: bytes, target: bytes, headers: dict[bytes, bytes], keep_alive: bool) -> None:
+    def flow(self) -> None:
+        """Read from the client only while its answers are being taken and its queue has room."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        wanted = self.refusal is None and not self.halted and self._room() and not self.held and transport.get_write_buffer_size() < HIGH_WATER
+        if wanted:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        super().eof_received()
+        self.guarded(self.advance)
+        return bool(self.pump is not None or self.queue or self.held)  # keep answering what the client still waits for
+
+    def request(self, request: Request) -> None:
+        """Answer one request: the head and a small body at once, a large file by the pump."""
         hub = self.hub
-        reply = answer(hub.settings.root or ".", method, target, headers)
-        body = reply.body
-        handle: BinaryIO | None = None
-        if reply.file is not None and reply.stamp is not None:
-            whole = _FILES.get(reply.file, reply.stamp)
-            if whole is not None:
-                body = whole[reply.offset : reply.offset + reply.length]
-            else:
-                try:
-                    handle = open(reply.file, "rb")  # noqa: SIM115 (closed when the pump ends)
-                    handle.seek(reply.offset)
-                except OSError as exc:
-                    denied = isinstance(exc, PermissionError)
-                    reply = _page(403 if denied else 404, "forbidden" if denied else "not found")
-                    body = reply.body
+        method, target, keep_alive = request.method, request.target, request.keep_alive
+        try:
+            reply = answer(root_of(hub.settings.root or "."), method, target, request.headers)
+            body = reply.body
+            if reply.fd is not None and reply.key is not None:
+                whole = _FILES.get(reply.fd, reply.key)
+                if whole is not None:
+                    body = whole[reply.offset : reply.offset + reply.length]
+                    os.close(reply.fd)
+                    reply = reply._replace(fd=None)
+        except Exception as exc:  # one bad request is a 500, not a dead server
+            hub.emit("warning", conn=self.conn, peer=self.peer, detail=f"internal error answering {target[:200]!r}: {type(exc).__name__}: {exc}")
+            reply = page(500, "internal server error")
+            body = reply.body
         if hub.settings.data_events:
             shown = f"{method.decode('ascii', 'replace')} {target.decode('ascii', 'backslashreplace')} {reply.status}"
             hub.emit("data", conn=self.conn, peer=self.peer, size=reply.length or len(body), detail=shown)
-        head = [b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, b""))]
-        head += [name + b": " + value + b"\r\n" for name, value in reply.headers]
-        head.append(b"date: " + _CLOCK.now() + b"\r\nserver: " + SERVER + (b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n"))
+        self.send(self._head(reply, keep_alive, request.old))
         no_body = method == b"HEAD" or reply.status == 304
-        if handle is not None and not no_body:
-            self.send(b"".join(head))
-            self.pump = (handle, reply.length)
-            self.pump_more(keep_alive)
-            return
-        if handle is not None:
-            handle.close()
-        if not no_body:
-            head.append(body)
-        self.send(b"".join(head))
+        if reply.fd is not None:
+            if no_body or not reply.length:
+                os.close(reply.fd)
+            else:
+                self.pump = (reply.fd, reply.offset, reply.length, keep_alive)
+                self.pump_more()
+                return
+        elif not no_body and body:
+            self.send(body)
         if not keep_alive:
             self.queue.clear()
             self.drop("response sent with connection: close")
 
-    def pump_more(self, keep_alive: bool = True) -> None:
+    @staticmethod
+    def _head(reply: Reply, keep_alive: bool, old: bool) -> bytes:
+        head = [b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, b""))]
+        head += [name + b": " + value + b"\r\n" for name, value in reply.headers]
+        head.append(b"date: " + _CLOCK.now() + b"\r\nserver: " + SERVER + b"\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        elif old:  # an HTTP/1.0 client asked for keep-alive: say it is kept, or it closes
+            head.append(b"connection: keep-alive\r\n")
+        head.append(b"\r\n")
+        return b"".join(head)
+
+    def pump_more(self) -> None:
+        """Send more of the file being sent, as far as the transport has room; the rest on resume_writing."""
         assert self.pump is not None
-        handle, remaining = self.pump
+        fd, offset, remaining, keep_alive = self.pump
         transport = self.transport
         while remaining and transport.get_write_buffer_size() < HIGH_WATER and not transport.is_closing():
-            chunk = handle.read(min(CHUNK, remaining))
+            chunk = os.pread(fd, min(CHUNK, remaining), offset)
             if not chunk:  # the file shrank after its length was promised: the client must not take it as whole
-                handle.close()
+                os.close(fd)
                 self.pump = None
                 self.closing_reason = "file shrank while being sent"
                 transport.abort()
                 return
+            offset += len(chunk)
             remaining -= len(chunk)
             self.send(chunk)
         if remaining and not transport.is_closing():
-            self.pump = (handle, remaining)
-            self.keep_after_pump = keep_alive
+            self.pump = (fd, offset, remaining, keep_alive)
+            self.flow()
             return
-        handle.close()
+        os.close(fd)
         self.pump = None
         if not keep_alive:
             self.queue.clear()
             self.drop("response sent with connection: close")
-        elif not transport.is_closing():
-            self.answer_queued()
+        else:
+            self.advance()
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()  # answers are not being taken: read no more requests
 
     def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.pump is not None:
-            self.pump_more(self.keep_after_pump)
+        self.guarded(self.pump_more if self.pump is not None else self.advance)
 
     def stop(self) -> None:
-        if self.pump is None and self.request_since is None and not self.queue:
+        if self.pump is None and not self.begun and not self.queue and not self.held:
             self.drop("server stopping (idle keep-alive)")
 
     def check_deadline(self, now: float) -> None:
-        if self.request_since is not None and self.pump is None and now - self.request_since > self.hub.settings.request_timeout:
-            self.refusal = (408, f"request not complete after {self.hub.settings.request_timeout:g}s")
-            self.answer_queued()
+        since = self.request_since
+        if since is None or self.pump is not None or self.queue or self.transport.is_closing():
+            return
+        limit = self.hub.settings.request_timeout
+        if time.monotonic() - since <= limit:  # the loop's clock may not be time.monotonic (uvloop)
+            return
+        if self.begun or self.held:
+            self.refusal = (408, f"request not complete after {limit:g}s")
+            self.guarded(self.advance)
+        else:
+            self.drop(f"no request within {limit:g}s")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.pump is not None:
-            self.pump[0].close()
+            os.close(self.pump[0])
             self.pump = None
         super().connection_lost(exc)
