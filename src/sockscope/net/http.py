@@ -275,17 +275,16 @@ class HttpSession(StreamSession):
         if hub.settings.data_events:
             shown = f"{method.decode('ascii', 'replace')} {target.decode('ascii', 'backslashreplace')} {reply.status}"
             hub.emit("data", conn=self.conn, peer=self.peer, size=reply.length or len(body), detail=shown)
-        self.send(self._head(reply, keep_alive, request.old))
+        head = self._head(reply, keep_alive, request.old)
         no_body = method == b"HEAD" or reply.status == 304
+        if reply.fd is not None and not no_body and reply.length:
+            self.send(head)
+            self.pump = (reply.fd, reply.offset, reply.length, keep_alive)
+            self.pump_more()
+            return
         if reply.fd is not None:
-            if no_body or not reply.length:
-                os.close(reply.fd)
-            else:
-                self.pump = (reply.fd, reply.offset, reply.length, keep_alive)
-                self.pump_more()
-                return
-        elif not no_body and body:
-            self.send(body)
+            os.close(reply.fd)
+        self.send(head if no_body else head + body)  # one write: one segment for a small answer
         if not keep_alive:
             self.queue.clear()
             self.drop("response sent with connection: close")
