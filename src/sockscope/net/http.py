@@ -10,6 +10,7 @@ cache bounded in total bytes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import deque
@@ -27,9 +28,12 @@ from .modes import StreamSession
 SERVER = f"sockscope/{__version__}".encode()
 CACHE_FILE = 64 * 1024  # files up to this size are kept in memory ...
 CACHE_TOTAL = 16 << 20  # ... up to this many bytes in all, per process
-CHUNK = 64 * 1024
-HIGH_WATER = 128 * 1024  # bytes queued for one client before we stop answering (and reading) it
-FEED = 16 * 1024  # bytes parsed at once, so that a burst of pipelined requests stops at the queue's bound
+CHUNK = 32 * 1024
+# Bytes queued in our process for one client beyond what its socket took, before we stop answering
+# (and reading) it: at most HIGH_WATER + one CHUNK or one cached file stay here per client.
+HIGH_WATER = 32 * 1024
+READ = 16 * 1024  # bytes read from a client at once (the event loop's own reads take 256 KiB)
+FEED = 2 * 1024  # bytes parsed at once, so that a burst of pipelined requests stops near the queue's bound
 PIPELINE_DEPTH = 32  # requests parsed ahead of their answers
 PIPELINE_BYTES = 64 * 1024  # and their heads' bytes
 
@@ -93,6 +97,7 @@ class Request(NamedTuple):
 _CLOCK = _Clock()
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _FILES = FileCache()  # one per process (each worker is a process)
+_READ_BUFFER = bytearray(READ)  # one for all clients: what a read leaves unparsed is copied out before the next read
 _REFUSAL = b"HTTP/1.1 %d %s\r\nconnection: close\r\ncontent-length: 0\r\nserver: " + SERVER + b"\r\n\r\n"
 
 
@@ -100,8 +105,12 @@ class _Stop(Exception):
     """Raised from a parser callback to stop reading this client (the reason is already set)."""
 
 
-class HttpSession(StreamSession):
-    """One HTTP client: requests are parsed by httptools (llhttp), answered by `answer()` in order."""
+class HttpSession(StreamSession, asyncio.BufferedProtocol):
+    """One HTTP client: requests are parsed by httptools (llhttp), answered by `answer()` in order.
+
+    It is a BufferedProtocol so that reads are small and land in one shared buffer: a client that
+    pipelines requests it never reads costs what is parsed, not what the loop could read at once.
+    """
 
     __slots__ = (
         "begun", "halted", "head_size", "headers", "held", "held_at", "parser", "pump", "queue", "queued_bytes", "refusal",
@@ -118,7 +127,7 @@ class HttpSession(StreamSession):
         self.begun = False  # some bytes of the request being waited for have arrived
         self.refusal: tuple[int, str] | None = None
         self.halted = False  # the parser stopped on a request whose body is not read
-        self.held = b""  # received, not parsed yet (parsing waits while the queue is full)
+        self.held: bytes | memoryview = b""  # received, not parsed yet (parsing waits while the queue is full)
         self.held_at = 0
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
@@ -167,18 +176,26 @@ class HttpSession(StreamSession):
         self.queued_bytes += self.head_size
 
     # -- the connection
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(_READ_BUFFER)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(memoryview(_READ_BUFFER)[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         self.rx += len(data)
         if self.hub.trace:
             self.hub.narrate(f"recv(fd {self.fd}) = {len(data)}")
         if self.refusal is not None or self.halted:
             return
-        if self.held_at < len(self.held):
-            self.held = self.held[self.held_at :] + data
-        else:
-            self.held = data
+        self.held = bytes(self.held[self.held_at :]) + bytes(data) if self.held_at < len(self.held) else data
         self.held_at = 0
         self.guarded(self.advance)
+        if self.held_at < len(self.held):
+            self.held = bytes(self.held[self.held_at :])  # out of the shared buffer before the next read
+        else:
+            self.held = b""
+        self.held_at = 0
 
     def guarded(self, step: Callable[[], None]) -> None:
         """Run one step of this session; an error of ours ends this client with an event, never a traceback."""
@@ -220,7 +237,7 @@ class HttpSession(StreamSession):
         transport = self.transport
         while not transport.is_closing():
             self.parse_held()
-            if not self.queue or self.pump is not None or transport.get_write_buffer_size() >= HIGH_WATER:
+            if not self.queue or self.pump is not None or transport.get_write_buffer_size() > HIGH_WATER:
                 break
             request = self.queue.popleft()
             self.queued_bytes -= request.size
@@ -244,7 +261,7 @@ class HttpSession(StreamSession):
         transport = self.transport
         if transport.is_closing():
             return
-        wanted = self.refusal is None and not self.halted and self._room() and not self.held and transport.get_write_buffer_size() < HIGH_WATER
+        wanted = self.refusal is None and not self.halted and self._room() and not self.held and transport.get_write_buffer_size() <= HIGH_WATER
         if wanted:
             transport.resume_reading()
         else:
@@ -306,7 +323,7 @@ class HttpSession(StreamSession):
         assert self.pump is not None
         fd, offset, remaining, keep_alive = self.pump
         transport = self.transport
-        while remaining and transport.get_write_buffer_size() < HIGH_WATER and not transport.is_closing():
+        while remaining and transport.get_write_buffer_size() <= HIGH_WATER and not transport.is_closing():  # as the transport's pause_writing
             chunk = os.pread(fd, min(CHUNK, remaining), offset)
             if not chunk:  # the file shrank after its length was promised: the client must not take it as whole
                 os.close(fd)
