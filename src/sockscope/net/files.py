@@ -382,16 +382,33 @@ def answer(root: Root, method: bytes, target: bytes, headers: dict[bytes, bytes]
     return _file(fd, info, parts[-1] if parts else "", headers)
 
 
+_HEADS: dict[tuple[int, int, int, int, str], tuple[list[tuple[bytes, bytes]], int, bytes]] = {}
+
+
+def _validators(info: os.stat_result, name: str) -> tuple[list[tuple[bytes, bytes]], int, bytes]:
+    """Give the headers every answer about this version of a file carries, its mtime and ETag (remembered: formatting dates is slow)."""
+    key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size, name)
+    found = _HEADS.get(key)
+    if found is None:
+        if len(_HEADS) >= 4096:
+            _HEADS.clear()
+        mtime = int(info.st_mtime)
+        etag = f'W/"{info.st_mtime_ns:x}-{info.st_size:x}"'.encode()
+        headers = [(b"content-type", _content_type(name)), (b"last-modified", http_date(mtime)), (b"etag", etag), (b"accept-ranges", b"bytes")]
+        found = _HEADS[key] = (headers, mtime, etag)
+    return found
+
+
 def _file(fd: int, info: os.stat_result, name: str, headers: dict[bytes, bytes]) -> Reply:
-    mtime = int(info.st_mtime)
-    etag = f'W/"{info.st_mtime_ns:x}-{info.st_size:x}"'.encode()
-    response_headers = [(b"content-type", _content_type(name)), (b"last-modified", http_date(mtime)), (b"etag", etag), (b"accept-ranges", b"bytes")]
-    if not_modified(headers, mtime, etag):
+    common, mtime, etag = _validators(info, name)
+    if (b"if-none-match" in headers or b"if-modified-since" in headers) and not_modified(headers, mtime, etag):
         os.close(fd)
-        return Reply(304, response_headers)
+        return Reply(304, common)
     size = info.st_size
     key = (info.st_dev, info.st_ino, info.st_mtime_ns, size)
-    span = byte_range(headers[b"range"], size) if b"range" in headers else None
+    if b"range" not in headers:
+        return Reply(200, [*common, (b"content-length", str(size).encode())], fd=fd, offset=0, length=size, key=key)
+    span = byte_range(headers[b"range"], size)
     if span is not None and b"if-range" in headers and not range_still_valid(headers[b"if-range"], mtime, time.time()):
         span = None  # the client's copy may be outdated: it gets the whole file
     if span is False:
@@ -399,7 +416,6 @@ def _file(fd: int, info: os.stat_result, name: str, headers: dict[bytes, bytes])
         return page(416, "range not satisfiable", [(b"content-range", f"bytes */{size}".encode())])
     if isinstance(span, tuple):
         first, last = span
-        response_headers += [(b"content-range", f"bytes {first}-{last}/{size}".encode()), (b"content-length", str(last - first + 1).encode())]
-        return Reply(206, response_headers, fd=fd, offset=first, length=last - first + 1, key=key)
-    response_headers.append((b"content-length", str(size).encode()))
-    return Reply(200, response_headers, fd=fd, offset=0, length=size, key=key)
+        span_headers = [(b"content-range", f"bytes {first}-{last}/{size}".encode()), (b"content-length", str(last - first + 1).encode())]
+        return Reply(206, [*common, *span_headers], fd=fd, offset=first, length=last - first + 1, key=key)
+    return Reply(200, [*common, (b"content-length", str(size).encode())], fd=fd, offset=0, length=size, key=key)

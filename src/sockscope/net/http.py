@@ -113,7 +113,7 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
     """
 
     __slots__ = (
-        "begun", "halted", "head_size", "headers", "held", "held_at", "parser", "pump", "queue", "queued_bytes", "refusal",
+        "begun", "halted", "head_size", "headers", "held", "held_at", "parser", "pump", "queue", "queued_bytes", "reading", "refusal",
         "request_since", "url",
     )  # fmt: skip
 
@@ -132,6 +132,7 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.head_size = 0
+        self.reading = True
 
     def opened(self) -> None:
         self.transport.set_write_buffer_limits(high=HIGH_WATER, low=HIGH_WATER // 4)
@@ -262,10 +263,12 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
         if transport.is_closing():
             return
         wanted = self.refusal is None and not self.halted and self._room() and not self.held and transport.get_write_buffer_size() <= HIGH_WATER
-        if wanted:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
+        if wanted != self.reading:  # only changes reach the transport: most answers change nothing
+            self.reading = wanted
+            if wanted:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         super().eof_received()
@@ -347,6 +350,7 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
             self.advance()
 
     def pause_writing(self) -> None:
+        self.reading = False
         self.transport.pause_reading()  # answers are not being taken: read no more requests
 
     def resume_writing(self) -> None:
