@@ -6,6 +6,7 @@ import http.client
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -244,3 +245,34 @@ def test_an_internal_error_is_a_500_and_one_event(site: Path, monkeypatch: pytes
     written.clear()
     session.data_received(b"GET /file.bin HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection goes on
     assert written.startswith(b"HTTP/1.1 200 ") and written.endswith(BODY)
+
+
+def test_pipelined_requests_of_a_client_that_reads_late_are_all_answered_in_order(server: tuple[Served, int]) -> None:
+    count = 3000
+    with socket.create_connection(("127.0.0.1", server[1])) as sock:
+        requests = b"".join(b"GET /file.bin?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count - 1))
+        sender = threading.Thread(target=sock.sendall, args=(requests + b"GET /d/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",))
+        sender.start()
+        time.sleep(0.5)  # not reading meanwhile: the server must hold the rest, not drop or reorder it
+        sock.settimeout(10)
+        answer = bytearray()
+        while chunk := sock.recv(1 << 20):
+            answer += chunk
+        sender.join()
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == count
+    assert answer.count(BODY) == count - 1 and answer.endswith(b"in d")
+
+
+def test_a_large_file_read_slowly_arrives_whole(server: tuple[Served, int], site: Path) -> None:
+    data = os.urandom(16 * 1024 * 1024 + 5)  # more than the socket buffers hold: the server has to wait for room
+    (site / "large.bin").write_bytes(data)
+    with socket.create_connection(("127.0.0.1", server[1])) as sock:
+        sock.sendall(b"GET /large.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(10)
+        answer = bytearray()
+        started = time.monotonic()
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if time.monotonic() - started < 1.0:
+                time.sleep(0.05)  # slow at first: the server waits for room, then carries on
+    assert answer.partition(b"\r\n\r\n")[2] == data
