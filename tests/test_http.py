@@ -291,3 +291,29 @@ def test_no_url_path_leaves_the_root(site: str, parts: list[str]) -> None:
         opened = os.readlink(f"/proc/self/fd/{reply.fd}")
         os.close(reply.fd)
         assert opened.startswith(os.path.realpath(site) + os.sep)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=60),
+        st.builds(b"bytes=%b-%b".__mod__, st.tuples(st.binary(max_size=8), st.binary(max_size=8))),
+        st.builds(b"bytes=%d-%d".__mod__, st.tuples(st.integers(0, 10**30), st.integers(0, 10**30))),
+        st.builds(b"bytes=-%d".__mod__, st.integers(0, 10**30)),
+    ),
+    st.integers(0, 10**12),
+)
+def test_any_range_header_is_a_span_inside_the_file_or_a_refusal(value: bytes, size: int) -> None:
+    span = files.byte_range(value, size)
+    if isinstance(span, tuple):
+        first, last = span
+        assert 0 <= first <= last < size
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=5), st.binary(max_size=20))
+def test_a_directory_location_is_always_a_path_on_this_server(parts: list[str], query: bytes) -> None:
+    parts = [p for p in parts if p not in ("", ".", "..") and "\0" not in p]
+    location = files.location(parts, query)
+    assert location.startswith(b"/") and not location.startswith((b"//", b"/\\")) and b"\r" not in location and b"\n" not in location
+    assert location.partition(b"?")[0].count(b"/") == len(parts) + 1
