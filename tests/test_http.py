@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -317,3 +319,58 @@ def test_a_directory_location_is_always_a_path_on_this_server(parts: list[str], 
     location = files.location(parts, query)
     assert location.startswith(b"/") and not location.startswith((b"//", b"/\\")) and b"\r" not in location and b"\n" not in location
     assert location.partition(b"?")[0].count(b"/") == len(parts) + 1
+
+
+class _SlowTransport(_Transport):
+    """A transport whose client reads only when told: what is written waits in a buffer, as in asyncio."""
+
+    def __init__(self, session: web.HttpSession) -> None:
+        super().__init__()
+        self.session = session
+        self.waiting = bytearray()
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.waiting += data
+            if len(self.waiting) > web.HIGH_WATER and not self.paused:
+                self.paused = True
+                self.session.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.waiting)
+
+    def drain(self, size: int) -> None:
+        self.out += self.waiting[:size]
+        del self.waiting[:size]
+        if self.paused and len(self.waiting) <= web.HIGH_WATER // 4:
+            self.paused = False
+            self.session.resume_writing()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["/small.txt", "/big.bin", "/with%20space.txt", "/docs/", "/nothing"]), min_size=1, max_size=40), st.data())
+def test_pipelined_answers_keep_their_order_whatever_the_reading_pace(site: str, paths: list[str], data: st.DataObject) -> None:
+    hub = Hub(Settings(Address("tcp", "127.0.0.1", 1), mode="http", root=site, data_events=False), lambda event: None)
+    session = web.HttpSession(hub)
+    transport = _SlowTransport(session)
+    session.connection_made(transport)
+    stream = b"".join(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for path in paths)
+    sent = 0
+    for _ in range(100_000):
+        if sent < len(stream) and transport.reading:
+            cut = data.draw(st.integers(1, 5000))
+            session.data_received(stream[sent : sent + cut])
+            sent += cut
+        elif transport.waiting:
+            transport.drain(data.draw(st.sampled_from([100, 5000, 1 << 20])))
+        else:
+            break
+        if sent < len(stream) and transport.reading is False and not transport.waiting:
+            raise AssertionError("reading paused with nothing left to send: the client would wait forever")
+    session.connection_lost(None)
+    statuses = [int(found) for found in re.findall(rb"HTTP/1\.1 (\d\d\d) [A-Z]", bytes(transport.out))]
+    expected = [404 if path == "/nothing" else 200 for path in paths]
+    assert statuses == expected
+    big = (Path(site) / "big.bin").read_bytes()
+    assert bytes(transport.out).count(big) == paths.count("/big.bin")
