@@ -203,7 +203,7 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
         try:
             step()
         except Exception as exc:  # one client's failure must not reach the event loop's printer
-            self.hub.emit("error", conn=self.conn, peer=self.peer, detail=f"internal error, connection closed: {type(exc).__name__}: {exc}")
+            self.hub.emit("error", conn=self.conn, peer=self.peer, detail=f"internal error, connection closed: {exc!r}")
             self.closing_reason = self.closing_reason or f"internal error: {type(exc).__name__}"
             self.transport.abort()
 
@@ -289,7 +289,7 @@ class HttpSession(StreamSession, asyncio.BufferedProtocol):
                     os.close(reply.fd)
                     reply = reply._replace(fd=None)
         except Exception as exc:  # one bad request is a 500, not a dead server
-            hub.emit("warning", conn=self.conn, peer=self.peer, detail=f"internal error answering {target[:200]!r}: {type(exc).__name__}: {exc}")
+            hub.emit("warning", conn=self.conn, peer=self.peer, detail=f"internal error answering {target[:200]!r}: {exc!r}")
             reply = page(500, "internal server error")
             body = reply.body
         if hub.settings.data_events:
