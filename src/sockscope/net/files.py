@@ -86,13 +86,12 @@ class Root:
         (EXDEV, as openat2 says it). The caller closes the descriptor.
         """
         if self.kernel:
-            while True:
+            for _attempt in range(8):
                 try:
                     return self._openat2("/".join(parts) or ".", flags)
-                except InterruptedError:
-                    continue
                 except OSError as exc:
-                    if exc.errno != errno.EAGAIN:  # EAGAIN: a rename raced the lookup; the kernel asks to retry
+                    # EAGAIN: a rename raced the lookup and the kernel asks to retry; renames without end get the walk
+                    if exc.errno not in (errno.EAGAIN, errno.EINTR):
                         raise
         return self._walk(parts, flags)
 
