@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 SYS_OPENAT2 = 437  # the same number on x86_64 and aarch64 (and every architecture added since 5.6)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_BENEATH = 0x08
+PATH_MAX = 4096
 MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
 OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # NONBLOCK: opening a FIFO must not hang the server
 HUGE = 10**18  # stands for any number too long to be a byte position of a real file
@@ -96,6 +97,8 @@ class Root:
         return self._walk(parts, flags)
 
     def _walk(self, parts: list[str], flags: int) -> int:
+        if sum(len(part) + 1 for part in parts) >= PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, "file name too long")  # as openat2 says
         trail = [self.fd]  # the directories from the root down to where the walk is; trail[0] is not ours
         todo = list(reversed(parts))
         links = 0
