@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from serving import Served, port, serving
 from sockscope.address import Address
-from sockscope.net import files
+from sockscope.net import files, jail
 from sockscope.net import http as web
 from sockscope.net.server import Hub, Settings
 
@@ -288,7 +288,7 @@ def test_fuzzed_requests_never_crash_and_every_answer_is_http(site: str, pieces:
 @given(st.lists(st.sampled_from(["..", ".", "", "docs", "files", "%2e%2e", "escape", "small.txt", "a/b", "\\", "%00", "//"]), max_size=8))
 def test_no_url_path_leaves_the_root(site: str, parts: list[str]) -> None:
     target = ("/" + "/".join(parts)).encode()
-    reply = files.answer(files.root_of(site), b"GET", target, {})
+    reply = files.answer(jail.root_of(site), b"GET", target, {})
     if reply.fd is not None:
         opened = os.readlink(f"/proc/self/fd/{reply.fd}")
         os.close(reply.fd)

@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 
 from serving import Served, port, serving
-from sockscope.net import files
+from sockscope.net import jail
 
 SECRET = b"outside the root: must never be served"
 INSIDE = b"inside the root"
+
+
+def _has_openat2() -> bool:
+    probe = jail.Root("/")
+    probe.close()
+    return probe.kernel
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -24,7 +30,7 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv("SOCKSCOPE_NO_OPENAT2", "1")
     else:
         monkeypatch.delenv("SOCKSCOPE_NO_OPENAT2", raising=False)
-        if not files.Root("/").kernel:
+        if not _has_openat2():
             pytest.skip("this kernel has no openat2 (or a seccomp filter refuses it)")
     return str(request.param)
 
@@ -50,11 +56,11 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _open(root: Path, kernel: bool, path: str) -> bytes | None:
-    jail = files.Root(str(root), kernel=kernel)
+    root_dir = jail.Root(str(root), kernel=kernel)
     try:
         parts = path.strip("/").split("/")  # raw: `..` reaches the jail itself
         try:
-            fd = jail.open(parts)
+            fd = root_dir.open(parts)
         except OSError:
             return None
         try:
@@ -62,13 +68,13 @@ def _open(root: Path, kernel: bool, path: str) -> bytes | None:
         finally:
             os.close(fd)
     finally:
-        jail.close()
+        root_dir.close()
 
 
 @pytest.mark.parametrize("kernel", [True, False], ids=["openat2", "walk"])
 def test_links_inside_work_and_links_outside_do_not(tree: tuple[Path, Path], kernel: bool) -> None:
     root, _outside = tree
-    if kernel and not files.Root(str(root)).kernel:
+    if kernel and not _has_openat2():
         pytest.skip("no openat2 here")
     assert _open(root, kernel, "/inside.txt") == INSIDE
     assert _open(root, kernel, "/sub/up") == INSIDE

@@ -21,8 +21,9 @@ from typing import NamedTuple
 import httptools
 
 from .. import __version__
-from .files import Reply, answer, http_date, page, root_of
+from .files import Reply, answer, http_date, page
 from .hub import Hub
+from .jail import root_of
 from .modes import StreamSession
 
 SERVER = f"sockscope/{__version__}".encode()
