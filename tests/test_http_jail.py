@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,7 +149,9 @@ def test_a_link_flipped_while_requested_never_escapes(served: tuple[Served, int,
     seen: dict[int, int] = {}
     conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=10) for _ in range(2)]
     try:
-        for i in range(300):
+        i, started = 0, time.monotonic()
+        while (i < 300 or flips[0] < 200) and time.monotonic() - started < 8:  # at least 300 requests and 200 flips
+            i += 1
             for conn, path in zip(conns, ("/f", "/dd/secret"), strict=True):
                 status, body = _get(conn, path)
                 assert SECRET not in body and b"root:" not in body, f"escaped after {i} requests"
@@ -160,4 +163,4 @@ def test_a_link_flipped_while_requested_never_escapes(served: tuple[Served, int,
         for conn in conns:
             conn.close()
     print(f"{flips[0]} flips, answers {seen}")
-    assert seen.get(200, 0) > 0 and flips[0] > 100  # the race was real: the link moved and was followed when inside
+    assert seen.get(200, 0) > 0 and flips[0] >= 200  # the race was real: the link moved and was followed when inside
