@@ -34,9 +34,11 @@ def expected() -> dict[str, list[object]]:
 def sockscope(*args: str, env: dict[str, str] | None = None, user: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed command the way a user would."""
     command = [sys.executable, "-m", "sockscope", *args]
+    full_env = dict(os.environ, **(env or {}))
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    full_env = dict(os.environ, **(env or {}))
+        # another user cannot read root's site-packages, where the editable install points to the source
+        full_env.setdefault("PYTHONPATH", os.pathsep.join(sys.path))
     return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=60, check=False)
 
 
