@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import time
-from typing import Any
+from typing import IO, Any
 
 from ..errors import ExitCode, UsageError
 from .environment import Environment
+from .serving_log import OutputBuffer
 
 
 def add_parser(commands: Any) -> None:
@@ -49,70 +51,114 @@ def _workers(text: str) -> int:
 
 
 class Printer:
-    """Writes server events as lines of text, or as JSON Lines."""
+    """Writes server events as lines of text, or as JSON Lines, without ever making serving wait.
+
+    Lines go through an `OutputBuffer` per stream (a thread writes them); when the output is not
+    read, lines are dropped and counted. Everything a client chose (its data, its name, a unix
+    path, a process name) is escaped by `printable` in text, so it cannot move the cursor or
+    forge a line; JSON escapes control characters itself, and `text` is completed by a base64
+    `data` field when the bytes are not UTF-8.
+    """
 
     def __init__(self, env: Environment, as_json: bool, mode: str) -> None:
+        from ..net.hub import printable, printable_text
+
         self.env, self.as_json, self.mode = env, as_json, mode
-        self.dead = False
+        self.printable, self.printable_text = printable, printable_text
         if as_json:
             import json
 
             self.dumps = json.dumps
+        self.out = self._buffer(env.stdout)
+        self.err = self.out if as_json else self._buffer(env.stderr)
+
+    def _buffer(self, stream: IO[str]) -> OutputBuffer | IO[str]:
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation: a StringIO built by a test
+            return stream
+        stream.flush()
+        return OutputBuffer(fd, dropped_line=self.dropped_line)
+
+    def dropped_line(self, count: int) -> bytes:
+        text = f"{count} log lines dropped: output not read"
+        if self.as_json:
+            return (self.dumps({"time": round(time.time(), 6), "event": "warning", "detail": text, "dropped": count}) + "\n").encode()
+        return f"sockscope: {text}\n".encode()
 
     def __call__(self, event: Any) -> None:
-        if self.dead:
-            return
         line = self.json_line(event) if self.as_json else self.text_line(event)
         if line is None:
             return
-        stream = self.env.stderr if event.kind in ("warning", "error") and not self.as_json else self.env.stdout
-        try:
-            stream.write(line)
-            stream.flush()
-        except BrokenPipeError:  # the reader went away: keep serving, stop writing
-            self.dead = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
+        target = self.err if event.kind in ("warning", "error") else self.out
+        if isinstance(target, OutputBuffer):
+            target.put(line.encode("utf-8", "surrogateescape"))
+        else:
+            target.write(line)
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait up to `timeout` seconds for what is queued to be written (at exit)."""
+        end = time.monotonic() + timeout
+        for target in {id(self.out): self.out, id(self.err): self.err}.values():
+            if isinstance(target, OutputBuffer):
+                target.flush(max(0.0, end - time.monotonic()))
+            else:
+                target.flush()
 
     def json_line(self, event: Any) -> str:
         record: dict[str, Any] = {"time": round(time.time(), 6), "event": event.kind}
         for name in ("worker", "conn", "peer", "pid", "uid", "size", "received", "sent", "seconds", "detail"):
             value = getattr(event, name)
             if value is not None:
-                record[name] = value
+                record[name] = _valid(value) if isinstance(value, str) else value
         if event.kind == "data" and event.data is not None and self.mode == "print":
-            record["text"] = event.data.decode("utf-8", "backslashreplace")
+            try:
+                record["text"] = event.data.decode()
+            except UnicodeDecodeError:  # not UTF-8: text shows it, data keeps every byte
+                record["text"] = event.data.decode("utf-8", "backslashreplace")
+                record["data"] = base64.b64encode(event.data).decode("ascii")
         return self.dumps(record) + "\n"
 
     def text_line(self, event: Any) -> str | None:
         kind = event.kind
+        detail = self.printable_text(event.detail) if event.detail else event.detail
         if kind == "trace":
-            return f"  {event.detail}\n"
+            return f"  {detail}\n"
         if kind in ("warning", "error"):
-            return f"sockscope: {kind}: {event.detail}\n"
+            return f"sockscope: {kind}: {detail}\n"
         stamp = time.strftime("%H:%M:%S")
-        who = f"#{event.conn} {event.peer}" if event.conn is not None else str(event.peer)
+        peer = self.printable_text(event.peer) if event.peer else str(event.peer)
+        who = f"#{event.conn} {peer}" if event.conn is not None else peer
         if event.worker is not None:
             who = f"w{event.worker} {who}"
         if kind == "listening":
-            return f"{stamp} listening on {event.peer} ({event.detail}); Ctrl-C stops\n"
+            return f"{stamp} listening on {peer} ({detail}); Ctrl-C stops\n"
         if kind == "connect":
-            return f"{stamp} {who} {'sent its first datagram' if event.detail else 'connected'}\n"
+            return f"{stamp} {who} {'sent its first datagram' if detail else 'connected'}\n"
         if kind == "data":
-            if event.detail:  # an HTTP request line and status
-                return f"{stamp} {who} {event.detail} {event.size}\n"
+            if detail:  # an HTTP request line and status
+                return f"{stamp} {who} {detail} {event.size}\n"
             if self.mode != "print" or event.data is None:
                 return f"{stamp} {who} sent {event.size} bytes\n"
-            text = event.data.decode("utf-8", "backslashreplace").rstrip("\n").split("\n")
-            return "".join(f"{stamp} {who}: {line}\n" for line in text)
+            # one log line per line the client sent; a CR before the LF is the line's end, any other CR is shown
+            lines = [self.printable(line.removesuffix(b"\r")) for line in event.data.removesuffix(b"\n").split(b"\n")]
+            return "".join(f"{stamp} {who}: {line}\n" for line in lines)
         if kind == "close":
-            return f"{stamp} {who} left after {event.seconds:.1f}s (received {event.received} bytes, sent {event.sent}): {event.detail}\n"
+            return f"{stamp} {who} left after {event.seconds:.1f}s (received {event.received} bytes, sent {event.sent}): {detail}\n"
         if kind == "refused":
-            return f"{stamp} refused {event.peer}: {event.detail}\n"
+            return f"{stamp} refused {peer}: {detail}\n"
         if kind in ("stopping", "stopped"):
-            return f"{stamp} {kind}: {event.detail}\n"
+            return f"{stamp} {kind}: {detail}\n"
         return None
+
+
+def _valid(text: str) -> str:
+    """Give `text` as valid UTF-8 text: a name holding undecodable bytes (surrogates) gets them as `\\xff`."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
@@ -146,5 +192,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         data_events=data_events,
         trace=args.trace,
     )
-    status = serve(settings, Printer(env, args.json, mode))
+    printer = Printer(env, args.json, mode)
+    try:
+        status = serve(settings, printer)
+    finally:
+        printer.flush()
     return ExitCode.OK if status == 0 else ExitCode.RUNTIME

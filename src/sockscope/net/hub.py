@@ -84,6 +84,29 @@ def check(settings: Settings) -> None:
         raise UsageError("--idle-timeout must be more than 0 seconds")
 
 
+# Control characters (C0, DEL, C1) and the bidirectional overrides a client could use to rewrite what an
+# operator sees; the backslash is doubled so that an escape in the output always means an escape.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_ESCAPES |= {c: f"\\u{c:04x}" for c in (*range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)}
+_ESCAPES_ALL = _ESCAPES | {0x5C: "\\\\"}
+
+
+def printable(data: bytes) -> str:
+    """Give `data` as text safe to show on a terminal: UTF-8, with control characters as `\\x1b`, `\\r`, `\\n`,
+    `\\t`, C1 and bidi controls as `\\u009b`, bytes that are not UTF-8 as `\\xff`, and `\\` doubled."""
+    try:
+        return data.decode().translate(_ESCAPES_ALL)
+    except UnicodeDecodeError:
+        return data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace").translate(_ESCAPES)
+
+
+def printable_text(text: str) -> str:
+    """Give `text` (a name that may hold anything, even undecodable bytes as surrogates) escaped as `printable` does."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return printable(text.encode("utf-8", "surrogateescape"))
+
+
 def process_name(pid: int) -> str:
     # not owners.process_name: that one caches by pid for one short run; a server lives long and pids are reused
     try:

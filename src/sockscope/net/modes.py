@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..address import sockaddr_text
-from .hub import SLOW_RECEIVER, Hub, process_name
+from .hub import SLOW_RECEIVER, Hub, printable_text, process_name
 from .listeners import peer_credentials
 
 
@@ -150,7 +150,7 @@ class ChatSession(StreamSession):
         self.pending = b""
 
     def opened(self) -> None:
-        self.relay(f"* {self.peer} joined\n".encode())
+        self.relay(f"* {printable_text(self.peer)} joined\n".encode())
 
     def data_received(self, data: bytes) -> None:
         self.rx += len(data)
@@ -163,7 +163,7 @@ class ChatSession(StreamSession):
             self.drop(f"line longer than {self.hub.settings.max_line} bytes")
             return
         for line in lines:
-            self.relay(b"[" + self.peer.encode() + b"] " + line.rstrip(b"\r") + b"\n")
+            self.relay(b"[" + printable_text(self.peer).encode() + b"] " + line.rstrip(b"\r") + b"\n")
 
     def relay(self, message: bytes) -> None:
         for other in self.hub.others(self):
@@ -176,7 +176,7 @@ class ChatSession(StreamSession):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None and self in self.hub.sessions:
-            self.relay(f"* {self.peer} left\n".encode())
+            self.relay(f"* {printable_text(self.peer)} left\n".encode())
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:

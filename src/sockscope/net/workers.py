@@ -38,6 +38,10 @@ def run_workers(settings: Settings, sink: EventSink, listeners: list[socket.sock
             except BaseException as exc:
                 sink(Event("error", detail=f"worker {index + 1} failed: {exc}", worker=index + 1))
                 status = 5
+            # os._exit skips every clean-up: the sink may hold lines not yet written (a `flush` method, if it has one)
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                flush()
             os._exit(status)
         children.append(pid)
     for sock in listeners:
