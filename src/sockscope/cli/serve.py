@@ -29,8 +29,20 @@ def add_parser(commands: Any) -> None:
     p.add_argument("-m", "--mode", default="print", choices=["print", "echo", "discard", "chat", "http"], help="what to do with clients (default print)")
     p.add_argument("--root", default=".", metavar="DIR", help="the directory --mode http serves (default .)")
     p.add_argument("--max-conns", type=int, default=1024, metavar="N", help="clients at once; more are refused (default 1024)")
+    p.add_argument(
+        "--max-per-client",
+        type=int,
+        metavar="N",
+        help="connections at once from one client address (one uid over unix); more are refused (default: max-conns / 8, at least 16 or max-conns)",
+    )
     p.add_argument("--idle-timeout", type=float, metavar="S", help="drop a client silent for S seconds (default: never; http: 30)")
-    p.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="http: a request must arrive whole within S seconds (default 10)")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="http: a request must arrive whole, TLS: a handshake must finish, within S seconds (default 10)",
+    )
     p.add_argument("--max-line", type=int, default=64 * 1024, metavar="BYTES", help="chat: longest line (default 65536)")
     p.add_argument("--max-request", type=int, default=64 * 1024, metavar="BYTES", help="http: largest request head (default 65536)")
     p.add_argument("--workers", default="1", metavar="N", help="processes sharing the port through SO_REUSEPORT ('auto': one per core)")
@@ -181,6 +193,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         mode=mode,
         root=os.path.abspath(args.root),
         max_conns=args.max_conns,
+        max_per_client=args.max_per_client,
         idle_timeout=idle,
         request_timeout=args.request_timeout,
         max_line=args.max_line,

@@ -47,6 +47,7 @@ class Settings(NamedTuple):
     mode: str = "print"
     root: str | None = None
     max_conns: int = 1024
+    max_per_client: int | None = None  # None: per_client_limit(max_conns)
     idle_timeout: float | None = None
     request_timeout: float = 10.0
     max_line: int = 64 * 1024
@@ -60,8 +61,21 @@ class Settings(NamedTuple):
     uvloop: bool = True
 
 
-# A receiver in chat mode with more than this waiting to be sent is too slow to keep, and is dropped.
+# A seqpacket transport with more than this waiting to be sent asks its session to stop reading.
 SLOW_RECEIVER = 1 << 20
+
+
+def per_client_limit(settings: Settings) -> int:
+    """Give how many connections one client address (one uid over unix) may hold at once.
+
+    By default an eighth of --max-conns: one address cannot take more than its share, so it takes
+    at least eight to lock everyone out, and 128 of the default 1024 is far above what a browser
+    (6 per host) or a pool of keep-alive connections opens. Never below 16 (or --max-conns when
+    smaller): on a small server a lower cap would turn away real clients more than attackers.
+    """
+    if settings.max_per_client is not None:
+        return settings.max_per_client
+    return max(min(settings.max_conns, 16), settings.max_conns // 8)
 
 
 def check(settings: Settings) -> None:
@@ -78,8 +92,8 @@ def check(settings: Settings) -> None:
         raise UsageError("--tls needs a stream socket (tcp:// or unix:)")
     if settings.mode == "chat" and settings.workers > 1:
         raise UsageError("--mode chat relays between the clients of one process: use --workers 1")
-    if settings.workers < 1 or settings.max_conns < 1:
-        raise UsageError("--workers and --max-conns must be at least 1")
+    if settings.workers < 1 or settings.max_conns < 1 or (settings.max_per_client is not None and settings.max_per_client < 1):
+        raise UsageError("--workers, --max-conns and --max-per-client must be at least 1")
     if settings.idle_timeout is not None and settings.idle_timeout <= 0:
         raise UsageError("--idle-timeout must be more than 0 seconds")
 
@@ -124,12 +138,15 @@ class Hub:
         self.sink = sink
         self.worker = worker
         self.sessions: set[Any] = set()
+        self.per_client = per_client_limit(settings)
+        self.clients: dict[Any, int] = {}  # connections held, by client address (or uid)
         self.count = 0
         self.trace = settings.trace
         self.watching = settings.trace or settings.data_events
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.idle_sweep: asyncio.TimerHandle | None = None
+        self.room: Any = None  # chat mode: the chat.ChatRoom all clients share
 
     def emit(self, kind: str, **fields: Any) -> None:
         self.sink(Event(kind, worker=self.worker, **fields))
@@ -141,11 +158,19 @@ class Hub:
         return self.narrate if self.trace else None
 
     def admit(self, session: Any) -> bool:
-        """Count a new client in (True), or tell that the server is full or stopping (False)."""
-        if self.stopping or len(self.sessions) >= self.settings.max_conns:
-            why = "server stopping" if self.stopping else f"--max-conns {self.settings.max_conns} reached"
+        """Count a new client in (True), or tell that the server is full, the client holds its share, or the server stops (False)."""
+        held = self.clients.get(session.client, 0)
+        why = None
+        if self.stopping:
+            why = "server stopping"
+        elif len(self.sessions) >= self.settings.max_conns:
+            why = f"--max-conns {self.settings.max_conns} reached"
+        elif held >= self.per_client:
+            why = f"--max-per-client {self.per_client} reached"
+        if why:
             self.emit("refused", peer=session.peer, detail=why)
             return False
+        self.clients[session.client] = held + 1
         self.count += 1
         session.conn = self.count
         self.sessions.add(session)
@@ -156,6 +181,9 @@ class Hub:
         if session.conn is None or session not in self.sessions:
             return
         self.sessions.discard(session)
+        held = self.clients.pop(session.client, 1) - 1
+        if held:
+            self.clients[session.client] = held
         seconds = time.monotonic() - session.started
         self.emit("close", conn=session.conn, peer=session.peer, sent=session.tx, received=session.rx, seconds=round(seconds, 3), detail=reason)
 
@@ -181,7 +209,10 @@ class Hub:
             else:
                 session.idle += self.tick
             if idle_limit and session.idle >= idle_limit:
-                session.drop(f"idle for {idle_limit:g}s")
+                if session.transport.get_write_buffer_size():  # nothing moved: it does not read what waits for it
+                    session.cut(f"idle for {idle_limit:g}s")
+                else:
+                    session.drop(f"idle for {idle_limit:g}s")
             else:
                 session.check_deadline(now)
         self.idle_sweep = self.loop.call_later(self.tick, self.sweep)

@@ -1,4 +1,4 @@
-"""The stream modes: one asyncio Protocol per client (echo, print, discard, chat).
+"""The stream modes: one asyncio Protocol per client (echo, print, discard; chat is `chat.py`).
 
 `StreamSession` holds what every mode shares (counting, events, the trace, flow control);
 each mode is a small subclass. HTTP is its own module (`http.py`).
@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 from ..address import sockaddr_text
-from .hub import SLOW_RECEIVER, Hub, printable_text, process_name
+from .hub import Hub, process_name
 from .listeners import peer_credentials
 
 
 class StreamSession(asyncio.Protocol):
     """One client of a stream (or seqpacket) server. Subclasses are the modes."""
 
-    __slots__ = ("closing_reason", "conn", "fd", "hub", "idle", "mark", "peer", "pid", "rx", "started", "transport", "tx", "uid")
+    __slots__ = ("client", "closing_reason", "conn", "fd", "hub", "idle", "mark", "peer", "pid", "rx", "started", "transport", "tx", "uid")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -27,6 +27,7 @@ class StreamSession(asyncio.Protocol):
         self.rx = self.tx = self.mark = 0
         self.idle = 0.0
         self.peer = "?"
+        self.client: Any = None  # what --max-per-client counts by: the peer's address, or its uid over unix
         self.pid: int | None = None
         self.uid: int | None = None
         self.fd = -1
@@ -34,6 +35,13 @@ class StreamSession(asyncio.Protocol):
         self.started = time.monotonic()
 
     def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if self.conn is None and not self.arrived(transport):
+            return
+        self.opened()
+
+    def arrived(self, transport: Any) -> bool:
+        """Name the client and count it in (True), or refuse it and close its connection (False)."""
         self.transport = transport
         hub = self.hub
         peername = transport.get_extra_info("peername")
@@ -44,16 +52,18 @@ class StreamSession(asyncio.Protocol):
                 self.peer = f"pid {self.pid} ({process_name(self.pid)}) uid {self.uid}"
             if peername:
                 self.peer = f"{sockaddr_text(peername)} {self.peer}"
+            self.client = ("uid", self.uid)
         else:
             self.peer = sockaddr_text(peername)
+            self.client = peername[0] if peername else None
         if hub.trace:
             sock = transport.get_extra_info("socket")
             self.fd = sock.fileno() if sock is not None else -1
             hub.narrate(f"accept() = fd {self.fd}, peer {self.peer}")
         if not hub.admit(self):
             transport.abort()
-            return
-        self.opened()
+            return False
+        return True
 
     def opened(self) -> None:
         """The client is in; a mode may greet it."""
@@ -103,6 +113,11 @@ class StreamSession(asyncio.Protocol):
         self.closing_reason = self.closing_reason or reason
         self.transport.close()
 
+    def cut(self, reason: str) -> None:
+        """Close this client now, throwing away what is queued for it (it does not read: waiting would hold it forever)."""
+        self.closing_reason = self.closing_reason or reason
+        self.transport.abort()
+
     def stop(self) -> None:
         """The server is stopping: a mode may end the session early (an idle HTTP keep-alive)."""
 
@@ -138,49 +153,3 @@ class PrintSession(StreamSession):
 
 
 DiscardSession = PrintSession  # the same session; discard simply wants no data events
-
-
-class ChatSession(StreamSession):
-    """Every line a client sends goes to all the others, after the sender's address."""
-
-    __slots__ = ("pending",)
-
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
-        self.pending = b""
-
-    def opened(self) -> None:
-        self.relay(f"* {printable_text(self.peer)} joined\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        self.rx += len(data)
-        if self.hub.watching:
-            self.received(data)
-        lines = (self.pending + data).split(b"\n")
-        self.pending = lines.pop()
-        if len(self.pending) > self.hub.settings.max_line:
-            self.send(b"* line too long: closing\n")
-            self.drop(f"line longer than {self.hub.settings.max_line} bytes")
-            return
-        for line in lines:
-            self.relay(b"[" + printable_text(self.peer).encode() + b"] " + line.rstrip(b"\r") + b"\n")
-
-    def relay(self, message: bytes) -> None:
-        for other in self.hub.others(self):
-            if other.transport.is_closing():
-                continue
-            if other.transport.get_write_buffer_size() > SLOW_RECEIVER:
-                other.drop("too slow to keep up with the chat")
-            else:
-                other.send(message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn is not None and self in self.hub.sessions:
-            self.relay(f"* {printable_text(self.peer)} left\n".encode())
-        super().connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        """Chat does not stop reading a client because another one is slow; see relay()."""
-
-    def resume_writing(self) -> None:
-        """See pause_writing."""

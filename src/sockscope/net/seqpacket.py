@@ -25,6 +25,7 @@ class PacketTransport(asyncio.Transport):
         self.closing = False
         self.reading = True
         self.writing_paused = False
+        self.high = SLOW_RECEIVER
         protocol.connection_made(self)
         if not self.closing:
             loop.add_reader(self.fd, self._readable)
@@ -66,7 +67,7 @@ class PacketTransport(asyncio.Transport):
                 return
         self.queue.append(bytes(data))
         self.queued += len(data)
-        if self.queued > SLOW_RECEIVER and not self.writing_paused:
+        if self.queued > self.high and not self.writing_paused:
             self.writing_paused = True
             self.protocol.pause_writing()
 
@@ -86,6 +87,10 @@ class PacketTransport(asyncio.Transport):
             self.protocol.resume_writing()
         if self.closing:
             self._finish(None)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        # writing resumes once the queue is empty, whatever `low` says
+        self.high = SLOW_RECEIVER if high is None else high
 
     def get_write_buffer_size(self) -> int:
         return self.queued

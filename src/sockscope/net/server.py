@@ -20,10 +20,11 @@ from typing import Any
 from ..address import sockaddr_text
 from ..errors import UsageError
 from ..resources import raise_file_limit
+from .chat import ChatSession
 from .datagram import DatagramServer
 from .hub import MODES, Event, EventSink, Hub, Settings, check
 from .listeners import Narrate, open_inet, open_unix
-from .modes import ChatSession, DiscardSession, EchoSession, PrintSession, StreamSession
+from .modes import DiscardSession, EchoSession, PrintSession, StreamSession
 from .seqpacket import serve_packets
 from .workers import run_workers
 
