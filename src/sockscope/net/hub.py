@@ -193,6 +193,7 @@ class Hub:
     # idle clients and slow requests are dropped by one sweep over all clients, not a timer each
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # --request-timeout bounds HTTP requests (checked here) and TLS handshakes (by the handshake's own timer, tls.py)
         limits = [t for t in (self.settings.idle_timeout, self.settings.request_timeout if self.settings.mode == "http" else None) if t]
         if limits:
             self.tick = max(0.05, min(1.0, min(limits) / 4))

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..address import sockaddr_text
-from ..errors import UsageError
 from ..resources import raise_file_limit
 from .chat import ChatSession
 from .datagram import DatagramServer
@@ -26,21 +25,10 @@ from .hub import MODES, Event, EventSink, Hub, Settings, check
 from .listeners import Narrate, open_inet, open_unix
 from .modes import DiscardSession, EchoSession, PrintSession, StreamSession
 from .seqpacket import serve_packets
+from .tls import serve_tls, tls_context
 from .workers import run_workers
 
 __all__ = ["MODES", "Event", "EventSink", "Hub", "Settings", "check", "serve"]
-
-
-def tls_context(cert: str, key: str) -> Any:
-    """Give a server SSLContext from a certificate chain and key file (UsageError when unreadable)."""
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load the TLS certificate {cert!r} and key {key!r}: {exc}") from None
-    return context
 
 
 def session_class(mode: str) -> type[StreamSession]:
@@ -97,6 +85,8 @@ async def _run(hub: Hub, listeners: list[socket.socket], ssl_context: Any) -> No
     def factory() -> StreamSession:
         return cls(hub)
 
+    handshakes: set[asyncio.Task[None]] = set()
+
     for sock in listeners:
         if sock.type == socket.SOCK_DGRAM:
             server = DatagramServer(hub, sock)
@@ -104,11 +94,13 @@ async def _run(hub: Hub, listeners: list[socket.socket], ssl_context: Any) -> No
             datagrams.append(server)
         elif sock.type == socket.SOCK_SEQPACKET:
             closers.append(serve_packets(loop, sock, factory))
+        elif ssl_context is not None:
+            closers.append(serve_tls(loop, hub, sock, factory, ssl_context, handshakes))
         else:
             if sock.family == socket.AF_UNIX:
-                made = await loop.create_unix_server(factory, sock=sock, ssl=ssl_context, backlog=settings.backlog)
+                made = await loop.create_unix_server(factory, sock=sock, backlog=settings.backlog)
             else:
-                made = await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=settings.backlog)
+                made = await loop.create_server(factory, sock=sock, backlog=settings.backlog)
             closers.append(made.close)
     hub.start_sweeping(loop)
     await stop.wait()
@@ -129,6 +121,10 @@ async def _run(hub: Hub, listeners: list[socket.socket], ssl_context: Any) -> No
     for session in list(hub.sessions):
         session.closing_reason = session.closing_reason or "server stopped"
         session.transport.abort()
+    for task in list(handshakes):
+        task.cancel()
+    if handshakes:
+        await asyncio.gather(*handshakes, return_exceptions=True)
     for _ in range(3):
         await asyncio.sleep(0)
     if hub.idle_sweep:
