@@ -7,6 +7,7 @@ in and out, applies the limits and sweeps idle and slow clients once per tick.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -131,19 +132,19 @@ def give_back_memory() -> None:
     Python frees a client's buffers when it leaves, but glibc keeps freed memory in its arenas: after
     a thousand clients with a megabyte queued each, the server would stay a gigabyte large.
     """
-    global _TRIM
-    if _TRIM is None:
-        import ctypes
-
-        try:
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (musl has no arenas to trim)
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_TRIM: Any = None
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no arenas to trim)
+        return None
 
 
 def process_name(pid: int) -> str:
