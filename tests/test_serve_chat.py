@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -81,3 +82,34 @@ def test_max_line_holds_for_a_long_line_that_arrives_in_one_read() -> None:
         except TimeoutError:
             pass
         assert b"y" * 101 not in heard, "the long line is not relayed"
+
+
+def test_datagram_chat_sends_one_datagram_per_datagram_and_forgets_a_peer_that_never_reads(tmp_path: object) -> None:
+    directory = str(tmp_path)
+    path = os.path.join(directory, "chat.sock")
+    with serving(f"unix-dgram:{path}", "--mode", "chat", "-q") as served:
+        peers = {}
+        for name in ("silent", "reader", "talker"):
+            peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            peer.bind(os.path.join(directory, name))
+            peer.sendto(b"hello\n", path)
+            served.wait_for("connect")
+            peers[name] = peer
+        reader = peers["reader"]
+        reader.settimeout(5)
+        while b"hello" in (got := reader.recv(70000)) and b"talker" not in got:
+            pass  # the silent peer's greeting, then the talker's
+        peers["talker"].sendto(b"one\ntwo\n", path)
+        both = reader.recv(70000)
+        assert both.startswith(b"[" + os.path.join(directory, "talker").encode()) and b"] one\n[" in both and both.endswith(b"] two\n")
+        for number in range(200):
+            peers["talker"].sendto(b"line %d\n" % number, path)
+            if number % 8 == 0:
+                with contextlib.suppress(TimeoutError):
+                    reader.settimeout(0.01)
+                    while reader.recv(70000):
+                        pass
+        gone = served.wait_for("close", timeout=10)
+        assert "/silent pid" in gone["peer"] and "too slow" in gone["detail"]
+        for peer in peers.values():
+            peer.close()

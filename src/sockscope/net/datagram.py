@@ -9,17 +9,23 @@ import time
 from typing import Any
 
 from ..address import sockaddr_text
-from .hub import Hub, process_name
+from .hub import Hub, printable_text, process_name
+
+# chat fan-out: sendto() calls per wake-up before the server lets the loop breathe (what is not read yet waits in the kernel)
+FANOUT_PER_TURN = 16384
+# a peer whose socket refused this many chat datagrams in a row (it does not read) is forgotten
+REFUSED_IN_A_ROW = 64
+LARGEST = 65000  # a chat datagram is cut at line ends to stay under the UDP limit
 
 
 class Peer:
     """A datagram peer, known from the datagrams it sent; forgotten after a silence."""
 
-    __slots__ = ("address", "conn", "creds", "last", "name", "rx", "started", "tx")
+    __slots__ = ("address", "conn", "creds", "last", "name", "refused", "rx", "started", "tx")
 
     def __init__(self, address: Any, name: str, conn: int, creds: tuple[int, int] | None) -> None:
         self.address, self.name, self.conn, self.creds = address, name, conn, creds
-        self.rx = self.tx = 0
+        self.rx = self.tx = self.refused = 0
         self.started = self.last = time.monotonic()
 
 
@@ -36,6 +42,7 @@ class DatagramServer:
         self.unix = sock.family == socket.AF_UNIX
         self.forget_after = hub.settings.idle_timeout or 60.0
         self.unreplyable_told = False
+        self.fanout = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -50,7 +57,10 @@ class DatagramServer:
 
     def readable(self) -> None:
         sock = self.sock
+        self.fanout = 0
         for _ in range(256):
+            if self.fanout > FANOUT_PER_TURN:
+                return
             try:
                 data, ancillary, flags, address = sock.recvmsg(65536, _CREDS_SPACE if self.unix else 0)
             except (BlockingIOError, InterruptedError):
@@ -93,13 +103,15 @@ class DatagramServer:
         if self.mode == "echo":
             self.send(peer, data)
         elif self.mode == "chat":
-            for line in data.splitlines():
-                message = b"[" + peer.name.encode() + b"] " + line + b"\n"
+            # one datagram to each other peer for all the lines of this one, not one per line
+            prefix = b"[" + printable_text(peer.name).encode() + b"] "
+            for message in _pieces([prefix + line + b"\n" for line in data.splitlines()]):
                 for other in list(self.peers.values()):
                     if other is not peer:
-                        self.send(other, message)
+                        self.fanout += 1
+                        self.send(other, message, chat=True)
 
-    def send(self, peer: Peer, data: bytes) -> None:
+    def send(self, peer: Peer, data: bytes, chat: bool = False) -> None:
         if peer.address is None:
             if not self.unreplyable_told:
                 self.unreplyable_told = True
@@ -110,7 +122,11 @@ class DatagramServer:
         except OSError as exc:  # a full buffer or a peer gone: a datagram is allowed to be lost
             if self.hub.trace:
                 self.hub.narrate(f"sendto(fd {self.sock.fileno()}, {len(data)} bytes, {peer.name}) = -1 ({exc.strerror})")
+            peer.refused += 1
+            if chat and peer.refused >= REFUSED_IN_A_ROW:
+                self.gone(peer, f"too slow to keep up with the chat ({REFUSED_IN_A_ROW} datagrams refused in a row)")
             return
+        peer.refused = 0
         peer.tx += sent
         if self.hub.trace:
             self.hub.narrate(f"sendto(fd {self.sock.fileno()}, {len(data)} bytes, {peer.name}) = {sent}")
@@ -126,3 +142,19 @@ class DatagramServer:
         self.peers.pop(key, None)
         seconds = round(time.monotonic() - peer.started, 3)
         self.hub.emit("close", conn=peer.conn, peer=peer.name, sent=peer.tx, received=peer.rx, seconds=seconds, detail=reason)
+
+
+def _pieces(lines: list[bytes]) -> list[bytes]:
+    """Give `lines` joined into datagrams of at most LARGEST bytes (a longer line is cut)."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for line in lines:
+        if size + len(line) > LARGEST and current:
+            pieces.append(b"".join(current))
+            current, size = [], 0
+        current.append(line[:LARGEST])
+        size += len(current[-1])
+    if current:
+        pieces.append(b"".join(current))
+    return pieces
