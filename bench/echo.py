@@ -47,9 +47,13 @@ def wait_up(port: int, timeout: float = 10.0) -> None:
     raise SystemExit(f"server on port {port} did not come up")
 
 
+# the idle round holds 10,000 connections from one address: above the default --max-per-client
+LIMITS = ["--max-conns", "20000", "--max-per-client", "20000"]
+
+
 def servers(port: int) -> dict[str, list[str]]:
     return {
-        "sockscope serve --mode echo": [*SOCKSCOPE.split(), "serve", f"127.0.0.1:{port}", "--mode", "echo", "--max-conns", "20000"],
+        "sockscope serve --mode echo": [*SOCKSCOPE.split(), "serve", f"127.0.0.1:{port}", "--mode", "echo", *LIMITS],
         "bare asyncio Protocol (same loop)": [PY, os.path.join(HERE, "bare_echo.py"), str(port)],
         "socat fork EXEC:cat": ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=1024", "EXEC:cat"],
         "ncat -lk --exec /bin/cat": ["ncat", "-lk", "127.0.0.1", str(port), "--exec", "/bin/cat", "-m", "1000"],

@@ -225,9 +225,6 @@ class Hub:
         self.trimming, self.departed, self.trimmed = None, 0, self.loop.time()
         give_back_memory()
 
-    def others(self, sender: Any) -> list[Any]:
-        return [s for s in self.sessions if s is not sender]
-
     # idle clients and slow requests are dropped by one sweep over all clients, not a timer each
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
