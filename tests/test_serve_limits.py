@@ -126,3 +126,23 @@ def test_max_per_client_refuses_one_address_while_another_gets_in() -> None:
             assert again.recv(20) == b"room again"
         for sock in held[1:]:
             sock.close()
+
+
+@pytest.mark.parametrize("kind", ["unix", "seqpacket"])
+def test_max_per_client_over_unix_counts_by_uid(tmp_path: object, kind: str) -> None:
+    path = os.path.join(str(tmp_path), "s.sock")
+    sock_type = socket.SOCK_STREAM if kind == "unix" else socket.SOCK_SEQPACKET
+    with serving(f"{kind}:{path}", "--mode", "echo", "--max-per-client", "2") as served:
+        held = []
+        for _ in range(3):
+            client = socket.socket(socket.AF_UNIX, sock_type)
+            client.connect(path)
+            held.append(client)
+        refused = served.wait_for("refused")
+        assert refused["detail"] == "--max-per-client 2 reached" and f"uid {os.getuid()}" in refused["peer"]
+        assert _closed(held[2])
+        held[0].sendall(b"kept")
+        held[0].settimeout(5)
+        assert held[0].recv(10) == b"kept"
+        for client in held:
+            client.close()
