@@ -99,10 +99,12 @@ class Printer:
         return f"sockscope: {text}\n".encode()
 
     def __call__(self, event: Any) -> None:
+        target = self.err if event.kind in ("warning", "error") else self.out
+        if isinstance(target, OutputBuffer) and target.drop_if_full():
+            return  # the output is not read: not even the line is made
         line = self.json_line(event) if self.as_json else self.text_line(event)
         if line is None:
             return
-        target = self.err if event.kind in ("warning", "error") else self.out
         if isinstance(target, OutputBuffer):
             target.put(line.encode("utf-8", "surrogateescape"))
         else:

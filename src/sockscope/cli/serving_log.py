@@ -64,6 +64,16 @@ class OutputBuffer:
                 self.wake.notify()
         return True
 
+    def drop_if_full(self) -> bool:
+        """Count a line as dropped without making it, when the buffer has no room for a line (True)."""
+        if self.size < self.limit - 1024 or self.pid != os.getpid():
+            return False
+        with self.lock:
+            if self.size < self.limit - 1024:
+                return False
+            self.dropped += 1
+        return True
+
     def _write_all(self) -> None:
         while True:
             with self.lock:
