@@ -146,3 +146,30 @@ def test_max_per_client_over_unix_counts_by_uid(tmp_path: object, kind: str) -> 
         assert held[0].recv(10) == b"kept"
         for client in held:
             client.close()
+
+
+@pytest.mark.skipif(not have("ncat"), reason="needs ncat")
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_chat_over_tls_relays_lines_between_ncat_ssl_clients(certificate: tuple[str, str], loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if loop == "asyncio":
+        monkeypatch.setenv("SOCKSCOPE_NO_UVLOOP", "1")
+    cert, key = certificate
+    p = port()
+    with serving(f"127.0.0.1:{p}", "--mode", "chat", "--tls", cert, key) as served:
+        listener = subprocess.Popen(["ncat", "--ssl", "127.0.0.1", str(p)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert listener.stdin is not None and listener.stdout is not None
+        heard = b""
+        try:
+            served.wait_for("connect")
+            talker = subprocess.run(["ncat", "--ssl", "127.0.0.1", str(p)], input=b"first\nsecond\n", capture_output=True, timeout=10, check=False)
+            assert talker.returncode == 0
+            end = time.monotonic() + 10
+            while b"second" not in heard and time.monotonic() < end:
+                if select.select([listener.stdout], [], [], 0.2)[0]:
+                    heard += os.read(listener.stdout.fileno(), 4096)
+        finally:
+            listener.kill()
+            listener.wait()
+            listener.stdin.close()
+            listener.stdout.close()
+    assert b"] first\n[" in heard and b"] second\n" in heard and heard.count(b"joined") == 1

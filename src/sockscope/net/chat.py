@@ -2,7 +2,7 @@
 
 A line is posted once to the room's log; each member has a cursor in it. At most once per loop
 turn (and under load at most every `PACE` seconds) the room writes to each member whose
-transport has nothing queued, in one write, what it has not seen yet (at most `BATCH` bytes).
+transport has (nearly) nothing queued, in one write, what it has not seen yet (at most `BATCH` bytes).
 So 5,000 joins seen by 5,000 clients cost a write per client per flush, not per line, and a
 line is held once, not once per receiver. A member more than `PER_RECEIVER` bytes behind is
 dropped as too slow; when the room holds more than `BUDGET` bytes in all (the log and every
@@ -19,6 +19,7 @@ from .modes import StreamSession
 PER_RECEIVER = 1 << 20  # the log is shared: this bounds it, not a buffer per member
 BUDGET = 64 * 1024 * 1024
 BATCH = 64 * 1024
+WRITE_HIGH = 4096
 PACE = 0.005  # under load, flush at most this often: writes then carry many lines each
 SWEEP_EVERY = 0.25
 TOO_SLOW = "too slow to keep up with the chat"
@@ -46,9 +47,10 @@ class ChatRoom:
         member.seen, member.seen_bytes = self.first + len(self.messages), self.total
         self.members.add(member)
         self.writable.add(member)
-        # the room writes only when the transport's buffer is empty (it is told by pause/resume_writing):
-        # lines wait in the room's log, held once for everyone, not in a buffer per member
-        member.transport.set_write_buffer_limits(high=0, low=0)
+        # the room writes only while the transport's buffer is (nearly) empty, as pause/resume_writing tell:
+        # lines wait in the room's log, held once for everyone, not in a buffer per member. (Not high=0:
+        # a TLS transport pauses at size >= high, so it would pause with nothing queued and never resume.)
+        member.transport.set_write_buffer_limits(high=WRITE_HIGH, low=0)
 
     def leave(self, member: ChatSession) -> None:
         self.members.discard(member)
