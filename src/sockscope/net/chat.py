@@ -19,7 +19,7 @@ from .modes import StreamSession
 PER_RECEIVER = 1 << 20  # the log is shared: this bounds it, not a buffer per member
 BUDGET = 64 * 1024 * 1024
 BATCH = 64 * 1024
-WRITE_HIGH = 4096
+WRITE_HIGH = 1  # pause as soon as anything is queued: TLS transports pause at size >= high, the others at size > high
 PACE = 0.005  # under load, flush at most this often: writes then carry many lines each
 SWEEP_EVERY = 0.25
 TOO_SLOW = "too slow to keep up with the chat"
@@ -48,8 +48,8 @@ class ChatRoom:
         self.members.add(member)
         self.writable.add(member)
         # the room writes only while the transport's buffer is (nearly) empty, as pause/resume_writing tell:
-        # lines wait in the room's log, held once for everyone, not in a buffer per member. (Not high=0:
-        # a TLS transport pauses at size >= high, so it would pause with nothing queued and never resume.)
+        # lines wait in the room's log, held once for everyone, not in a buffer per member (on uvloop, each
+        # small write queued costs some 500 bytes). Not high=0: a TLS transport would pause with nothing queued.
         member.transport.set_write_buffer_limits(high=WRITE_HIGH, low=0)
 
     def leave(self, member: ChatSession) -> None:
