@@ -32,7 +32,8 @@ def server(tmp_path: Path) -> Iterator[tuple[Served, int]]:
 def _probe(p: int, stop: threading.Event, results: list[tuple[str, float]]) -> None:
     while not stop.is_set() and len(results) < 200:
         started = time.monotonic()
-        curl = ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{p}/small.txt"]
+        # another client address: the attacker's own is capped by --max-per-client, as it should be
+        curl = ["curl", "-sS", "-m", "5", "--interface", "127.0.0.2", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{p}/small.txt"]
         out = subprocess.run(curl, capture_output=True, text=True, check=False)
         results.append((out.stdout, time.monotonic() - started))
         stop.wait(0.25)
