@@ -15,7 +15,7 @@ import pytest
 from conftest import have, sockscope, sockscope_bytes
 from serving import port, serving
 from sockscope.errors import ExitCode
-from sockscope.net.client import HexDump, _CrLf
+from sockscope.net.bridge import CrLf, HexDump
 
 
 def test_100_mib_through_connect_to_an_echo_server_keeps_its_sha256(tmp_path: object) -> None:
@@ -228,7 +228,7 @@ def test_hex_and_crlf() -> None:
 
 
 def test_crlf_across_chunks_and_hexdump_offsets() -> None:
-    convert = _CrLf()
+    convert = CrLf()
     assert convert(b"a\nb\r") + convert(b"\nc\n") == b"a\r\nb\r\nc\r\n"
     lines: list[bytes] = []
     dump = HexDump(lines.append)

@@ -64,8 +64,26 @@ def parse_port(text: str, what: str = "port") -> int:
     return port
 
 
-def parse_address(text: str, *, default_host: str = "127.0.0.1", default_kind: Kind = "tcp", port_required: bool = True) -> Address:
-    """Give the Address of `text` (see the module doc); UsageError on anything else."""
+def port_or_service(text: str, proto: str = "tcp", what: str = "port") -> int:
+    """Give a port from a number 1-65535 or a service name of /etc/services (`http`); UsageError otherwise."""
+    if text.isdigit() or not text:
+        return parse_port(text, what)
+    from . import services
+
+    wanted = text.lower()
+    for entry in services.entries():
+        if entry.proto == proto and wanted in (entry.name.lower(), *(alias.lower() for alias in entry.aliases)):
+            return entry.port
+    raise UsageError(f"{what} {text!r} is neither a number (1-65535) nor a {proto} service name in /etc/services")
+
+
+def parse_address(
+    text: str, *, default_host: str = "127.0.0.1", default_kind: Kind = "tcp", port_required: bool = True, service_names: bool = False
+) -> Address:
+    """Give the Address of `text` (see the module doc); UsageError on anything else.
+
+    With `service_names`, a port may also be a service name (`host:http`), as nc allows.
+    """
     spec = text.strip()
     kind: Kind = default_kind if default_kind in INET_KINDS else "tcp"
     for prefix, named in _SCHEMES.items():
@@ -104,7 +122,7 @@ def parse_address(text: str, *, default_host: str = "127.0.0.1", default_kind: K
         if port_required:
             raise UsageError(f"{text!r}: no port (write HOST:PORT)")
         return Address(kind, host, None)
-    return Address(kind, host, parse_port(port_text))
+    return Address(kind, host, port_or_service(port_text, kind) if service_names else parse_port(port_text))
 
 
 Resolved = list[tuple[int, tuple[Any, ...]]]

@@ -11,16 +11,25 @@ from .environment import Environment
 
 
 def add_bridge_options(p: Any) -> None:
-    """The options `connect` and `listen` share."""
-    p.add_argument("-u", "--udp", action="store_true", help="UDP instead of TCP (each input read is one datagram)")
+    """The options `connect` and `listen` share (nc's letters where nc has one)."""
+    p.add_argument("-u", "--udp", action="store_true", help="UDP instead of TCP (each input read is one datagram, cut at 65507 bytes)")
+    p.add_argument("-U", "--unix", action="store_true", help="the address is a unix socket path (with -u: unix-dgram), as nc -U")
     p.add_argument("-w", "--timeout", type=float, metavar="S", help="give up connecting after S seconds, and end after S seconds of silence")
-    p.add_argument("-q", "--quit-after", type=float, metavar="S", help="quit S seconds after input EOF (default: when the peer closes; UDP: 2)")
+    p.add_argument(
+        "-q",
+        "--quit-after",
+        type=float,
+        metavar="S",
+        help="quit S seconds after the input was sent, even if the peer has not closed (default: wait for it; udp and unix-dgram: 2)",
+    )
+    p.add_argument("-N", dest="shutdown", action="store_true", help="shut down writing on input EOF (the default; accepted for nc's habit)")
     p.add_argument("--no-shutdown", action="store_true", help="on input EOF keep the writing side open (no shutdown(SHUT_WR))")
-    p.add_argument("--send-only", action="store_true", help="only send: ignore what arrives, end on input EOF")
-    p.add_argument("--recv-only", action="store_true", help="only receive: standard input is not read")
-    p.add_argument("--crlf", action="store_true", help="send line ends as CRLF")
+    p.add_argument("-n", "--numeric", action="store_true", help="numeric addresses only: never look a host name up")
+    p.add_argument("--send-only", action="store_true", help="only send: ignore what arrives, end once the input is delivered")
+    p.add_argument("-d", "--recv-only", action="store_true", help="only receive: standard input is not read")
+    p.add_argument("-C", "--crlf", action="store_true", help="send line ends as CRLF")
     p.add_argument("--hex", action="store_true", help="show both directions as a hex dump ('>' sent, '<' received) instead of raw bytes")
-    p.add_argument("-v", "--verbose", action="store_true", help="say on stderr when connected and why it ended")
+    p.add_argument("-v", "--verbose", action="store_true", help="say on stderr when connected, and why it ended with the byte counts")
 
 
 def add_parser(commands: Any) -> None:
@@ -28,17 +37,21 @@ def add_parser(commands: Any) -> None:
     p = commands.add_parser(
         "connect",
         help="connect to TARGET and bridge it with stdin/stdout, like nc; -z checks ports without sending",
-        description="Standard input goes to the socket and the socket to standard output, binary-safe. On input EOF "
-        "the writing side is shut down and reading goes on until the peer closes (--no-shutdown, -q S change that). "
+        description="Standard input goes to the socket and the socket to standard output, binary-safe. The two "
+        "directions are independent: on input EOF the writing side is shut down and reading goes on until the peer "
+        "closes; when the peer closes first, the input is still sent. It ends when both are done (--no-shutdown, "
+        "-q S, -w S, --send-only change that). Input that did not reach the peer is never an exit 0. "
         "With -z: check that TARGET (and more PORTS) accept connections; exit 0 when all do, 1 otherwise.",
-        epilog="Targets: host:port, [::1]:port, tcp://, udp://host:port, unix:/path, unix:@name, unix-dgram:/path, "
-        "seqpacket:/path. Examples: 'sockscope connect example.org:443 --tls', 'sockscope connect -z localhost 22 80 8000-8010'. "
-        "Exit 1 when the connection is refused or times out.",
+        epilog="Targets: host:port, host port, [::1]:port, tcp://, udp://host:port, unix:/path, unix:@name, "
+        "unix-dgram:/path, seqpacket:/path, -U /path; ports may be service names (http). Examples: "
+        "'sockscope connect example.org 443 --tls', 'sockscope connect -z localhost 22 http 8000-8010'. "
+        "Exit 1 when the connection is refused or times out, or when input was not delivered.",
     )
-    p.add_argument("target", metavar="TARGET", help="where to connect: HOST:PORT, unix:PATH, ... (with -z also HOST)")
-    p.add_argument("ports", nargs="*", metavar="PORTS", help="with -z: more ports or ranges (A-B) on TARGET's host")
+    p.add_argument("target", metavar="TARGET", help="where to connect: HOST:PORT, HOST PORT, unix:PATH, ... (with -z also HOST)")
+    p.add_argument("ports", nargs="*", metavar="PORT", help="the port when TARGET is a bare HOST; with -z: more ports or ranges (A-B)")
     add_bridge_options(p)
     p.add_argument("-z", "--zero-io", action="store_true", help="only check whether the ports accept connections; send nothing")
+    p.add_argument("-l", dest="listen", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tls", action="store_true", help="speak TLS, verifying the certificate and name")
     p.add_argument("--insecure", action="store_true", help="with --tls: accept any certificate")
     p.add_argument("--ca-file", metavar="PEM", help="with --tls: trust these CA certificates (instead of the system's)")
@@ -50,17 +63,49 @@ def default_kind(args: argparse.Namespace) -> Literal["tcp", "udp"]:
     return "udp" if args.udp else "tcp"
 
 
-def bridge_options(args: argparse.Namespace) -> Any:
-    """Give client.Options from the parsed arguments (UsageError when they contradict)."""
-    from ..net.client import Options
+def target_address(args: argparse.Namespace, text: str, port_word: str | None = None, port_required: bool = True) -> Any:
+    """Give the Address the user means: `HOST:PORT`, `HOST PORT` (nc's two words), `-U PATH`, a service name as port."""
+    from ..address import parse_address, port_or_service
+
+    if args.unix:
+        if port_word is not None:
+            raise UsageError("-U takes one unix socket path, no port")
+        return parse_address(f"{'unix-dgram' if args.udp else 'unix'}:{text}")
+    kind = default_kind(args)
+    needs_port = port_required and port_word is None
+    address = parse_address(text, default_host="127.0.0.1", default_kind=kind, port_required=needs_port, service_names=True)
+    if port_word is not None:
+        if address.is_unix or address.port is not None:
+            raise UsageError(f"{text!r} already has a port: write HOST:PORT or HOST PORT, not both")
+        address = address._replace(port=port_or_service(port_word, address.kind))
+    if args.numeric and address.host is not None:
+        _numeric_only(address.host)
+    return address
+
+
+def _numeric_only(host: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise UsageError(f"-n: {host!r} is not a numeric address (-n looks no names up)") from None
+
+
+def bridge_options(args: argparse.Namespace, kind: str) -> Any:
+    """Give bridge Options for an address of `kind` from the parsed arguments (UsageError when they contradict)."""
+    from ..net.bridge import Options
 
     if args.send_only and args.recv_only:
         raise UsageError("--send-only and --recv-only exclude each other")
+    if args.shutdown and args.no_shutdown:
+        raise UsageError("-N (shut down on input EOF) and --no-shutdown exclude each other")
     for name in ("timeout", "quit_after"):
         value = getattr(args, name)
         if value is not None and value < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds")
-    quit_after = args.quit_after if args.quit_after is not None else (2.0 if args.udp else None)
+    # a datagram peer never says it has finished: without a limit the bridge would wait forever
+    quit_after = args.quit_after if args.quit_after is not None else (2.0 if kind in ("udp", "unix-dgram") else None)
     return Options(
         timeout=args.timeout,
         quit_after=quit_after,
@@ -73,29 +118,32 @@ def bridge_options(args: argparse.Namespace) -> Any:
 
 
 def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
-    """Bridge stdin/stdout with a connected socket; give why it ended."""
-    from ..net.client import HexDump, bridge, write_all
+    """Bridge stdin/stdout with a connected socket; give why it ended (ConnectFailed when input was lost)."""
+    from ..net.bridge import HexDump, bridge, write_all
 
     env.stdout.flush()
     out = sys.stdout.fileno()
     dump = HexDump(lambda data: write_all(out, data)) if options.hexdump else None
-    why = bridge(sock, options, 0, out, dump)
+    outcome = bridge(sock, options, 0, out, dump)
     if verbose:
-        env.stderr.write(f"sockscope: {why}\n")
-    return why
+        env.stderr.write(f"sockscope: {outcome.why}; {outcome.sent} bytes sent, {outcome.received} received\n")
+    return str(outcome.why)
 
 
 def _zero_io(args: argparse.Namespace, env: Environment) -> int:
-    from ..address import parse_address, parse_range
+    from ..address import parse_range, port_or_service
     from ..net.client import probe
 
-    first = parse_address(args.target, default_host="127.0.0.1", default_kind=default_kind(args), port_required=False)
+    first = target_address(args, args.target, port_required=False)
     addresses = [first] if first.port is not None or first.is_unix else []
     for text in args.ports:
-        low, high = parse_range(text)
         if first.is_unix:
             raise UsageError("ports make no sense after a unix socket target")
-        if high - low >= 65535 or len(addresses) + high - low > 100_000:
+        if text[:1].isdigit() and "-" in text:
+            low, high = parse_range(text)
+        else:
+            low = high = port_or_service(text, first.kind)
+        if len(addresses) + high - low >= 100_000:
             raise UsageError("too many ports for -z: use 'sockscope scan' for large scans")
         addresses += [first._replace(port=port) for port in range(low, high + 1)]
     if not addresses:
@@ -112,15 +160,16 @@ def _zero_io(args: argparse.Namespace, env: Environment) -> int:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Connect and bridge, or check ports (-z)."""
-    from ..address import parse_address
     from ..net.client import client_tls, connect, describe
 
+    if args.listen:
+        raise UsageError("connect does not listen: use 'sockscope listen PORT' (nc -l's twin)")
     if args.zero_io:
         return _zero_io(args, env)
-    if args.ports:
-        raise UsageError("extra PORTS are only for -z; write one TARGET")
-    options = bridge_options(args)
-    address = parse_address(args.target, default_host="127.0.0.1", default_kind=default_kind(args))
+    if len(args.ports) > 1:
+        raise UsageError("several ports are only for -z; write HOST PORT or HOST:PORT")
+    address = target_address(args, args.target, args.ports[0] if args.ports else None)
+    options = bridge_options(args, address.kind)
     if (args.insecure or args.ca_file or args.server_name) and not args.tls:
         raise UsageError("--insecure, --ca-file and --server-name go with --tls")
     if args.tls and address.kind in ("udp", "unix-dgram"):

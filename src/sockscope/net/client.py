@@ -1,40 +1,25 @@
-"""The netcat side: connect to (or accept) one peer and bridge it with two file descriptors.
+"""The netcat side: connect to (or accept) one peer; `bridge()` (net/bridge.py) then copies.
 
-Standard input goes to the socket, the socket goes to standard output, byte for byte. On input
-EOF the writing side is shut down (TCP, unix stream, seqpacket) and reading goes on until the
-peer closes; `quit_after` ends it earlier. TLS, UDP and every unix kind use the same loop.
+Standard input goes to the socket, the socket goes to standard output, byte for byte. TLS, UDP
+and every unix kind use the same copy loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import selectors
 import socket
 import ssl
-import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..address import Address, resolve, sockaddr_text
 from ..errors import ConnectFailed, UsageError
+from .bridge import Options, bridge
 from .listeners import peer_credentials
 
-CHUNK = 64 * 1024
+__all__ = ["Options", "Probe", "accept", "bridge", "client_tls", "connect", "describe", "listen_socket", "probe"]
+
 _UNIX_FAMILY = {"unix": socket.SOCK_STREAM, "unix-dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
-
-
-class Options(NamedTuple):
-    """How to bridge: the options of `connect` and `listen`."""
-
-    timeout: float | None = None  # -w: connecting, and silence in both directions
-    quit_after: float | None = None  # -q: seconds after input EOF (None: wait for the peer)
-    shutdown: bool = True  # shut down writing on input EOF
-    send_only: bool = False
-    recv_only: bool = False
-    crlf: bool = False
-    hexdump: bool = False
 
 
 def _failure(address: str, exc: OSError | TimeoutError) -> ConnectFailed:
@@ -136,182 +121,6 @@ def _probe_udp(address: Address, timeout: float) -> Probe:
         except OSError as exc:
             return Probe(address, "closed", exc.strerror or str(exc))
     return Probe(address, "open", "answered")
-
-
-class HexDump:
-    """Writes traffic as `offset  hex bytes  |ascii|` lines, with `>` for sent and `<` for received."""
-
-    def __init__(self, write: Callable[[bytes], None]) -> None:
-        self.write = write
-        self.offsets = {">": 0, "<": 0}
-
-    def __call__(self, direction: str, data: bytes) -> None:
-        lines = []
-        offset = self.offsets[direction]
-        for start in range(0, len(data), 16):
-            row = data[start : start + 16]
-            hexes = " ".join(f"{b:02x}" for b in row)
-            text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
-            lines.append(f"{direction} {offset + start:08x}  {hexes:<47}  |{text}|\n")
-        self.offsets[direction] = offset + len(data)
-        self.write("".join(lines).encode())
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write every byte to a (blocking) file descriptor."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _CrLf:
-    """LF -> CRLF across chunk boundaries (an LF already after a CR is left alone)."""
-
-    def __init__(self) -> None:
-        self.last = b""
-
-    def __call__(self, data: bytes) -> bytes:
-        out = bytearray()
-        previous = self.last
-        for line in data.split(b"\n")[:-1]:
-            out += line + (b"\n" if (line[-1:] or previous) == b"\r" else b"\r\n")
-            previous = b""
-        out += data.rsplit(b"\n", 1)[-1] if b"\n" in data else data
-        self.last = data[-1:] if data else self.last
-        return bytes(out)
-
-
-def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: int = 1, dump: Callable[[str, bytes], None] | None = None) -> str:
-    """Copy stdin to the socket and the socket to stdout until done; give why it ended.
-
-    Ends when the peer closes (after input EOF, or at once with --send-only), after `quit_after`
-    seconds past input EOF, or after `timeout` seconds of silence both ways.
-    """
-    sock.setblocking(False)
-    datagram = sock.type in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)  # one message per input read
-    # TLS has no half-close of its own: after input EOF it waits for the peer (or -q)
-    tls = isinstance(sock, ssl.SSLSocket)
-    want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not tls
-    selector = selectors.PollSelector()  # holds no descriptor of its own: nothing to close
-    pending = bytearray()
-    reading_input = not options.recv_only
-    reading_peer = not options.send_only
-    crlf = _CrLf() if options.crlf else None
-    eof_at: float | None = None
-    last_activity = time.monotonic()
-    outgoing: list[bytes] = []
-    try:
-        os.fstat(stdin_fd)
-    except OSError:
-        reading_input = False
-        eof_at = time.monotonic()
-    while True:
-        now = time.monotonic()
-        if eof_at is not None and not pending and not outgoing:
-            if options.send_only or not reading_peer:
-                return "input ended"
-            if options.quit_after is not None and now - eof_at >= options.quit_after:
-                return f"quit {options.quit_after:g}s after input ended"
-        if options.timeout is not None and now - last_activity >= options.timeout:
-            return f"idle for {options.timeout:g}s"
-        waits = []
-        if options.timeout is not None:
-            waits.append(last_activity + options.timeout - now)
-        if eof_at is not None and options.quit_after is not None:
-            waits.append(eof_at + options.quit_after - now)
-        _want(selector, stdin_fd, selectors.EVENT_READ if reading_input and len(pending) < 4 * CHUNK and len(outgoing) < 64 else 0)
-        _want(selector, sock, (selectors.EVENT_READ if reading_peer else 0) | (selectors.EVENT_WRITE if pending or outgoing else 0))
-        ready_now = tls and reading_peer and sock.pending() > 0  # type: ignore[attr-defined]
-        ready = selector.select(0 if ready_now else max(0.0, min(waits)) if waits else None)
-        sock_ready = selectors.EVENT_READ if ready_now else 0
-        for key, events in ready:
-            if key.fileobj is sock:
-                sock_ready |= events
-            elif events & selectors.EVENT_READ:
-                data = os.read(stdin_fd, CHUNK)
-                if not data:
-                    reading_input = False
-                    eof_at = time.monotonic()
-                    continue
-                last_activity = time.monotonic()
-                if crlf:
-                    data = crlf(data)
-                if datagram:
-                    outgoing.append(data)
-                else:
-                    pending += data
-        if sock_ready & selectors.EVENT_WRITE:
-            sent_any = _send(sock, pending, outgoing, dump)
-            if sent_any:
-                last_activity = time.monotonic()
-        if sock_ready & selectors.EVENT_READ:
-            done = _receive(sock, stdout_fd, dump, datagram)
-            if done is None:
-                last_activity = time.monotonic()
-            else:
-                return done
-        if want_shutdown and eof_at is not None and not pending and not outgoing:
-            want_shutdown = False
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
-
-
-def _want(selector: selectors.BaseSelector, fileobj: Any, events: int) -> None:
-    """Watch `fileobj` for `events` (0: not at all), touching the selector only when that changes."""
-    try:
-        key = selector.get_key(fileobj)
-    except KeyError:
-        if events:
-            selector.register(fileobj, events)
-        return
-    if not events:
-        selector.unregister(fileobj)
-    elif key.events != events:
-        selector.modify(fileobj, events)
-
-
-def _send(sock: socket.socket, pending: bytearray, outgoing: list[bytes], dump: Callable[[str, bytes], None] | None) -> bool:
-    try:
-        if outgoing:
-            sock.send(outgoing[0])
-            sent_data = outgoing.pop(0)
-        else:
-            count = sock.send(pending[:CHUNK])
-            sent_data = bytes(pending[:count])
-            del pending[:count]
-    except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        return False
-    except OSError as exc:
-        raise ConnectFailed(f"sending failed: {exc.strerror or exc}") from None
-    if dump:
-        dump(">", sent_data)
-    return True
-
-
-def _receive(sock: socket.socket, stdout_fd: int, dump: Callable[[str, bytes], None] | None, datagram: bool) -> str | None:
-    """Move what arrived to stdout; give why reading ended (the peer closed), or None to go on."""
-    for _ in range(16):
-        try:
-            data = sock.recv(CHUNK if not datagram else 1 << 18)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return None
-        except ConnectionRefusedError:
-            raise ConnectFailed("connection refused (the peer's port is closed)") from None
-        except ssl.SSLError as exc:
-            raise ConnectFailed(f"TLS error: {exc}") from None
-        except OSError as exc:
-            if exc.errno == errno.ECONNRESET:
-                return "the peer reset the connection"
-            raise ConnectFailed(f"receiving failed: {exc.strerror or exc}") from None
-        if not data:
-            if datagram and sock.type == socket.SOCK_DGRAM:
-                continue  # an empty datagram is a datagram
-            return "the peer closed"
-        if dump:
-            dump("<", data)
-        else:
-            write_all(stdout_fd, data)
-    return None
 
 
 def listen_socket(address: Address) -> socket.socket:

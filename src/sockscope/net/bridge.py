@@ -1,0 +1,472 @@
+"""The copy loop of `connect` and `listen`: standard input to a socket, the socket to standard output.
+
+The two directions are independent. Sending ends when the input is at EOF, every byte of it is
+in the kernel and the writing side is shut down; receiving ends when the peer's EOF has been read
+and everything before it written out. The bridge ends when both have ended, earlier only when
+`quit_after`, `timeout` or `send_only` say so, and never by dropping a byte without saying so:
+input the peer did not get raises `ConnectFailed` with the count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import socket
+import ssl
+import stat
+import struct
+import termios
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ..errors import ConnectFailed, SockscopeError
+
+CHUNK = 256 * 1024  # one read of input, one send, one write to stdout
+HIGH_WATER = 1 << 20  # stop reading a side while this much waits for the other
+UDP_PAYLOAD = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 65535 minus the IP and UDP headers
+SETTLE_SECONDS = 5.0  # how long unacknowledged bytes may sit without progress before they count as lost
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED)
+_IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+_OUT = select.POLLOUT | select.POLLHUP | select.POLLERR
+
+
+class Options(NamedTuple):
+    """How to bridge: the options of `connect` and `listen`."""
+
+    timeout: float | None = None  # -w: connecting, and silence in both directions
+    quit_after: float | None = None  # -q: seconds after the input is delivered (None: wait for the peer)
+    shutdown: bool = True  # shut down writing on input EOF
+    send_only: bool = False
+    recv_only: bool = False
+    crlf: bool = False
+    hexdump: bool = False
+
+
+class Outcome(NamedTuple):
+    """How a bridge ended: why (a phrase for -v), bytes sent and received, whether the peer reset."""
+
+    why: str
+    sent: int
+    received: int
+    reset: bool = False
+
+
+Dump = Callable[[str, bytes], None]
+
+
+class HexDump:
+    """Writes traffic as `offset  hex bytes  |ascii|` lines, with `>` for sent and `<` for received."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.offsets = {">": 0, "<": 0}
+
+    def __call__(self, direction: str, data: bytes) -> None:
+        lines = []
+        offset = self.offsets[direction]
+        for start in range(0, len(data), 16):
+            row = data[start : start + 16]
+            hexes = " ".join(f"{b:02x}" for b in row)
+            text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+            lines.append(f"{direction} {offset + start:08x}  {hexes:<47}  |{text}|\n")
+        self.offsets[direction] = offset + len(data)
+        self.write("".join(lines).encode())
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte to a file descriptor, waiting when it is non-blocking and full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+class CrLf:
+    """LF -> CRLF across chunk boundaries (an LF already after a CR is left alone)."""
+
+    def __init__(self) -> None:
+        self.last = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        out = bytearray()
+        previous = self.last
+        for line in data.split(b"\n")[:-1]:
+            out += line + (b"\n" if (line[-1:] or previous) == b"\r" else b"\r\n")
+            previous = b""
+        out += data.rsplit(b"\n", 1)[-1] if b"\n" in data else data
+        self.last = data[-1:] if data else self.last
+        return bytes(out)
+
+
+def datagram_limit(sock: socket.socket) -> int:
+    """Give the largest message worth trying on a datagram or seqpacket socket (EMSGSIZE halves it)."""
+    if sock.family in UDP_PAYLOAD:
+        return UDP_PAYLOAD[sock.family]
+    # a unix message must fit the send buffer, less the kernel's bookkeeping of it
+    return max(1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 4096)
+
+
+def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: int = 1, dump: Dump | None = None) -> Outcome:
+    """Copy stdin to the socket and the socket to stdout until both directions are finished; give how it ended.
+
+    ConnectFailed when input was not delivered (the peer reset or closed while we had input, or
+    `quit_after`/`timeout` ended it first) or when stdout closed before the input was sent; the
+    message says how many bytes. Whatever the peer sent before a reset is written out first.
+    """
+    return _Bridge(sock, options, stdin_fd, stdout_fd, dump).run()
+
+
+class _Bridge:
+    """The state of both directions of one bridge."""
+
+    def __init__(self, sock: socket.socket, options: Options, stdin_fd: int, stdout_fd: int, dump: Dump | None) -> None:
+        self.sock, self.options, self.stdin_fd, self.stdout_fd, self.dump = sock, options, stdin_fd, stdout_fd, dump
+        sock.setblocking(False)
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.messages = sock.type in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)  # one message per input read
+        self.limit = datagram_limit(sock) if self.messages else CHUNK
+        self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+        # TLS has no half-close of its own, and a datagram socket nothing to shut down
+        self.want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not self.tls
+        self.crlf = CrLf() if options.crlf else None
+        self.input_open = not options.recv_only and _usable(stdin_fd)
+        self.pending = bytearray()  # stream input not yet in the kernel
+        self.outgoing: deque[bytes] = deque()  # messages not yet in the kernel
+        self.handed_at: float | None = None  # when all input was in the kernel (and shut down)
+        self.peer_open = not options.send_only
+        self.output = bytearray()  # received, not yet on stdout
+        self.stdout_open = True
+        self.sent = self.received = 0
+        self.reset = False
+        self.broken: str | None = None  # why sending became impossible
+        self.acked_base = _bytes_acked(sock) if self.tcp and not self.tls else None
+        self.last_activity = time.monotonic()
+        self.poller = select.poll()
+        self.masks: dict[int, int] = {}
+        if options.recv_only:
+            self.handed_at = time.monotonic()  # nothing to send: that side is done
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        try:
+            why = self._loop()
+        finally:
+            self._flush_output()
+        lost = self._not_delivered()
+        if lost:
+            raise ConnectFailed(f"{self.broken or why}: {lost} of input not delivered")
+        return Outcome(self.broken or why, self.sent, self.received, self.reset)
+
+    def _loop(self) -> str:
+        while True:
+            now = time.monotonic()
+            sending_done = self._sending_done()
+            if sending_done and self.handed_at is None:
+                self.handed_at = now
+            if not self.stdout_open:
+                return "standard output closed"
+            if sending_done and self._receiving_done():
+                return self._settle(self._end_phrase())
+            if self.options.send_only and sending_done:
+                return self._settle("input sent")
+            if self.handed_at is not None and self.options.quit_after is not None and now - self.handed_at >= self.options.quit_after:
+                self._drain_socket()
+                return self._settle(f"quit {self.options.quit_after:g}s after the input was sent")
+            if self.options.timeout is not None and now - self.last_activity >= self.options.timeout:
+                return f"idle for {self.options.timeout:g}s"
+            self._step(now)
+
+    def _step(self, now: float) -> None:
+        waits = []
+        if self.options.timeout is not None:
+            waits.append(self.last_activity + self.options.timeout - now)
+        if self.handed_at is not None and self.options.quit_after is not None:
+            waits.append(self.handed_at + self.options.quit_after - now)
+        want_in = self.input_open and len(self.pending) < HIGH_WATER and len(self.outgoing) < 64
+        self._watch(self.stdin_fd, select.POLLIN if want_in else 0)
+        sock_events = select.POLLIN if self.peer_open and len(self.output) < HIGH_WATER else 0
+        if self.pending or self.outgoing:
+            sock_events |= select.POLLOUT
+        self._watch(self.sock.fileno(), sock_events)
+        self._watch(self.stdout_fd, select.POLLOUT if self.output else 0)
+        buffered = self.tls and sock_events & select.POLLIN and self.sock.pending() > 0  # type: ignore[attr-defined]
+        timeout_ms = 0 if buffered else None if not waits else max(0, int(min(waits) * 1000) + 1)
+        ready = dict(self.poller.poll(timeout_ms))
+        if buffered:
+            ready[self.sock.fileno()] = ready.get(self.sock.fileno(), 0) | select.POLLIN
+        sock_ready = ready.get(self.sock.fileno(), 0)
+        # what the peer sent comes first: after a reset it is all there is left to save
+        if sock_ready & _IN and self.peer_open:
+            self._receive()
+        if ready.get(self.stdout_fd, 0) & _OUT and self.output:
+            self._write_output()
+        if ready.get(self.stdin_fd, 0) & _IN and self.input_open:
+            self._read_input()
+        if sock_ready & _OUT and (self.pending or self.outgoing):
+            self._send()
+        if self.want_shutdown and not self.input_open and not self.pending and not self.outgoing and self.broken is None:
+            self.want_shutdown = False
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def _watch(self, fd: int, events: int) -> None:
+        """Poll `fd` for `events` (0: not at all, so that a hang-up it holds does not wake us)."""
+        if self.masks.get(fd, 0) == events:
+            return
+        if not events:
+            self.poller.unregister(fd)
+            del self.masks[fd]
+        else:
+            self.poller.register(fd, events)
+            self.masks[fd] = events
+
+    def _sending_done(self) -> bool:
+        if self.broken is not None:
+            return True
+        return not self.input_open and not self.pending and not self.outgoing and not self.want_shutdown
+
+    def _receiving_done(self) -> bool:
+        return not self.peer_open and not self.output
+
+    def _end_phrase(self) -> str:
+        return "the peer closed" if self.options.recv_only else "both sides finished"
+
+    # -- input to the socket ------------------------------------------------------------------
+
+    def _read_input(self) -> None:
+        try:
+            data = os.read(self.stdin_fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise SockscopeError(f"reading standard input failed: {exc.strerror or exc}") from None
+        if not data:
+            self.input_open = False
+            return
+        self.last_activity = time.monotonic()
+        if self.crlf:
+            data = self.crlf(data)
+        if not self.messages:
+            self.pending += data
+            return
+        for start in range(0, len(data), self.limit):
+            self.outgoing.append(data[start : start + self.limit])
+
+    def _send(self) -> None:
+        while self.pending or self.outgoing:
+            try:
+                if self.outgoing:
+                    data = self.outgoing[0]
+                    offered = count = len(data)
+                    self.sock.send(data)
+                    self.outgoing.popleft()
+                else:
+                    offered = min(len(self.pending), CHUNK)
+                    count = self.sock.send(self.pending[:offered])
+                    data = bytes(self.pending[:count]) if self.dump else b""
+                    del self.pending[:count]
+            except _WOULD_BLOCK:
+                return
+            except ConnectionRefusedError:
+                raise ConnectFailed("connection refused (the peer's port is closed)") from None
+            except ssl.SSLError as exc:
+                raise ConnectFailed(f"TLS error: {exc}") from None
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE and self.outgoing and len(self.outgoing[0]) > 1:
+                    self._split_head()
+                    continue
+                if exc.errno in _GONE:
+                    self._stop_sending("the peer reset the connection" if exc.errno == errno.ECONNRESET else "the peer closed the connection")
+                    return
+                raise ConnectFailed(f"sending failed: {exc.strerror or exc}") from None
+            self.sent += count
+            self.last_activity = time.monotonic()
+            if self.dump and data:
+                self._dump(">", data)
+            if count < offered:
+                return  # the kernel is full: wait for POLLOUT
+
+    def _split_head(self) -> None:
+        """The kernel refused a message as too long: halve the limit and cut the message again."""
+        head = self.outgoing.popleft()
+        self.limit = max(1, min(self.limit, len(head)) // 2)
+        for start in reversed(range(0, len(head), self.limit)):
+            self.outgoing.appendleft(head[start : start + self.limit])
+
+    def _stop_sending(self, why: str) -> None:
+        self.broken = why
+        self.want_shutdown = False
+        self.reset = self.reset or "reset" in why
+
+    # -- the socket to output -----------------------------------------------------------------
+
+    def _receive(self) -> None:
+        size = 1 << 18 if self.messages else CHUNK
+        for _ in range(16):
+            try:
+                data = self.sock.recv(size)
+            except _WOULD_BLOCK:
+                return
+            except ConnectionRefusedError:
+                raise ConnectFailed("connection refused (the peer's port is closed)") from None
+            except ssl.SSLError as exc:
+                raise ConnectFailed(f"TLS error: {exc}") from None
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    self.peer_open = False
+                    self._stop_sending("the peer reset the connection")
+                    return
+                raise ConnectFailed(f"receiving failed: {exc.strerror or exc}") from None
+            self.last_activity = time.monotonic()
+            if not data:
+                if self.sock.type == socket.SOCK_DGRAM:
+                    continue  # an empty datagram is a datagram
+                self.peer_open = False
+                return
+            self.received += len(data)
+            if self.options.send_only:
+                continue
+            if self.dump:
+                self._dump("<", data)
+            else:
+                self.output += data
+            if len(self.output) >= HIGH_WATER:
+                return
+
+    def _dump(self, direction: str, data: bytes) -> None:
+        try:
+            assert self.dump is not None
+            self.dump(direction, data)
+        except OSError:
+            self._output_closed()
+
+    def _write_output(self) -> None:
+        try:
+            count = os.write(self.stdout_fd, self.output[:CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # the reader went away (EPIPE), or there is no stdout at all (EBADF)
+            self._output_closed()
+            return
+        del self.output[:count]
+
+    def _output_closed(self) -> None:
+        self.stdout_open = False
+        self.peer_open = False
+        self.output.clear()
+
+    def _flush_output(self) -> None:
+        if self.output and self.stdout_open:
+            with contextlib.suppress(OSError):
+                write_all(self.stdout_fd, self.output)
+            self.output.clear()
+
+    def _drain_socket(self) -> None:
+        """Read what the kernel already holds (so closing does not reset it away)."""
+        if self.peer_open:
+            self._receive()
+            self._flush_output()
+
+    # -- ending without losing bytes ----------------------------------------------------------
+
+    def _settle(self, why: str) -> str:
+        """Wait until the peer acknowledged what we sent (TCP), reading on meanwhile; give `why`.
+
+        Closing a socket that still holds unread data makes the kernel reset the connection,
+        which throws away whatever of ours was still in flight.
+        """
+        if not self.tcp or self.broken is not None:
+            return why
+        unacked = _unacknowledged(self.sock)
+        progress_at = time.monotonic()
+        limit = self.options.timeout or SETTLE_SECONDS
+        while unacked and self.broken is None and time.monotonic() - progress_at < limit:
+            select.select([self.sock], [], [], 0.05)
+            if self.peer_open:
+                self._receive()
+                self._flush_output()
+            else:
+                self._discard_received()
+            now_unacked = _unacknowledged(self.sock)
+            if now_unacked < unacked:
+                progress_at = time.monotonic()
+            unacked = now_unacked
+        return why
+
+    def _discard_received(self) -> None:
+        try:
+            while self.sock.recv(CHUNK):
+                pass
+        except _WOULD_BLOCK:
+            pass
+        except OSError as exc:
+            if exc.errno in _GONE:
+                self._stop_sending("the peer reset the connection")
+
+    def _not_delivered(self) -> str:
+        """Give how much input is known not to have reached the peer, as words ('' for nothing)."""
+        count = len(self.pending) + sum(len(m) for m in self.outgoing)
+        if self.acked_base is not None:
+            acked = _bytes_acked(self.sock)
+            if acked is not None:
+                count += max(0, self.sent - (acked - self.acked_base))
+        elif self.tcp:
+            count += _unacknowledged(self.sock)
+        if self.input_open:
+            count += _readable_now(self.stdin_fd)
+        if not count:
+            return ""
+        at_least = "at least " if self.input_open and not _is_file(self.stdin_fd) else ""
+        return f"{at_least}{count} byte{'s' if count != 1 else ''}"
+
+
+def _usable(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _is_file(fd: int) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    return False
+
+
+def _ioctl_int(fd: int, request: int) -> int:
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
+
+
+def _readable_now(fd: int) -> int:
+    """Give how many bytes of input wait to be read (a pipe's contents, the rest of a file)."""
+    return max(0, _ioctl_int(fd, termios.FIONREAD))
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Give the bytes in the socket's send queue (TCP: not acknowledged by the peer yet)."""
+    try:
+        return _ioctl_int(sock.fileno(), termios.TIOCOUTQ)
+    except ValueError:  # closed
+        return 0
+
+
+def _bytes_acked(sock: socket.socket) -> int | None:
+    """Give tcp_info's bytes_acked (bytes the peer acknowledged, plus one for the SYN), None when unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
+    except OSError:
+        return None
+    return int(struct.unpack_from("Q", info, 120)[0]) if len(info) >= 128 else None
