@@ -30,6 +30,7 @@ CHUNK = 256 * 1024  # one read of input, one send, one write to stdout
 HIGH_WATER = 1 << 20  # stop reading a side while this much waits for the other
 UDP_PAYLOAD = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 65535 minus the IP and UDP headers
 SETTLE_SECONDS = 5.0  # how long unacknowledged bytes may sit without progress before they count as lost
+QUIET_SECONDS = 0.2  # how long a peer must stay silent before an early close cannot reset its data away
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED)
 _IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
@@ -141,7 +142,7 @@ class _Bridge:
         self.pending = bytearray()  # stream input not yet in the kernel
         self.outgoing: deque[bytes] = deque()  # messages not yet in the kernel
         self.handed_at: float | None = None  # when all input was in the kernel (and shut down)
-        self.peer_open = not options.send_only
+        self.peer_open = True  # with send_only too: what arrives is read and dropped, so the peer never stalls
         self.output = bytearray()  # received, not yet on stdout
         self.stdout_open = True
         self.sent = self.received = 0
@@ -149,6 +150,7 @@ class _Bridge:
         self.broken: str | None = None  # why sending became impossible
         self.acked_base = _bytes_acked(sock) if self.tcp and not self.tls else None
         self.last_activity = time.monotonic()
+        self.last_arrival = 0.0  # when data last came from the peer
         self.poller = select.poll()
         self.masks: dict[int, int] = {}
         if options.recv_only:
@@ -173,14 +175,14 @@ class _Bridge:
             if sending_done and self.handed_at is None:
                 self.handed_at = now
             if not self.stdout_open:
-                return "standard output closed"
+                return "standard output was closed"
             if sending_done and self._receiving_done():
                 return self._settle(self._end_phrase())
             if self.options.send_only and sending_done:
                 return self._settle("input sent")
             if self.handed_at is not None and self.options.quit_after is not None and now - self.handed_at >= self.options.quit_after:
                 self._drain_socket()
-                return self._settle(f"quit {self.options.quit_after:g}s after the input was sent")
+                return self._settle(f"quit {self.options.quit_after:g}s after the input was sent", cap=max(1.0, self.options.quit_after))
             if self.options.timeout is not None and now - self.last_activity >= self.options.timeout:
                 return f"idle for {self.options.timeout:g}s"
             self._step(now)
@@ -191,10 +193,10 @@ class _Bridge:
             waits.append(self.last_activity + self.options.timeout - now)
         if self.handed_at is not None and self.options.quit_after is not None:
             waits.append(self.handed_at + self.options.quit_after - now)
-        want_in = self.input_open and len(self.pending) < HIGH_WATER and len(self.outgoing) < 64
+        want_in = self.input_open and self.broken is None and len(self.pending) < HIGH_WATER and len(self.outgoing) < 64
         self._watch(self.stdin_fd, select.POLLIN if want_in else 0)
         sock_events = select.POLLIN if self.peer_open and len(self.output) < HIGH_WATER else 0
-        if self.pending or self.outgoing:
+        if (self.pending or self.outgoing) and self.broken is None:
             sock_events |= select.POLLOUT
         self._watch(self.sock.fileno(), sock_events)
         self._watch(self.stdout_fd, select.POLLOUT if self.output else 0)
@@ -211,7 +213,7 @@ class _Bridge:
             self._write_output()
         if ready.get(self.stdin_fd, 0) & _IN and self.input_open:
             self._read_input()
-        if sock_ready & _OUT and (self.pending or self.outgoing):
+        if sock_ready & _OUT and (self.pending or self.outgoing) and self.broken is None:
             self._send()
         if self.want_shutdown and not self.input_open and not self.pending and not self.outgoing and self.broken is None:
             self.want_shutdown = False
@@ -303,7 +305,8 @@ class _Bridge:
             self.outgoing.appendleft(head[start : start + self.limit])
 
     def _stop_sending(self, why: str) -> None:
-        self.broken = why
+        if self.broken is None or "reset" in why:
+            self.broken = why
         self.want_shutdown = False
         self.reset = self.reset or "reset" in why
 
@@ -326,15 +329,15 @@ class _Bridge:
                     self._stop_sending("the peer reset the connection")
                     return
                 raise ConnectFailed(f"receiving failed: {exc.strerror or exc}") from None
-            self.last_activity = time.monotonic()
+            self.last_activity = self.last_arrival = time.monotonic()
             if not data:
                 if self.sock.type == socket.SOCK_DGRAM:
                     continue  # an empty datagram is a datagram
                 self.peer_open = False
                 return
-            self.received += len(data)
             if self.options.send_only:
                 continue
+            self.received += len(data)
             if self.dump:
                 self._dump("<", data)
             else:
@@ -378,26 +381,34 @@ class _Bridge:
 
     # -- ending without losing bytes ----------------------------------------------------------
 
-    def _settle(self, why: str) -> str:
-        """Wait until the peer acknowledged what we sent (TCP), reading on meanwhile; give `why`.
+    def _settle(self, why: str, cap: float | None = None) -> str:
+        """Before closing early: wait until the peer acknowledged our bytes and went quiet; give `why`.
 
-        Closing a socket that still holds unread data makes the kernel reset the connection,
-        which throws away whatever of ours was still in flight.
+        Closing while data arrives (or sits unread) makes our kernel reset the connection, and a
+        reset can throw away what the peer's kernel acknowledged but its program had not read
+        yet. So reading goes on until every byte is acknowledged and nothing arrived for
+        QUIET_SECONDS (or the peer closed), giving up after `timeout` (SETTLE_SECONDS) without
+        progress or after `cap` seconds.
         """
         if not self.tcp or self.broken is not None:
             return why
+        started = progress_at = time.monotonic()
         unacked = _unacknowledged(self.sock)
-        progress_at = time.monotonic()
         limit = self.options.timeout or SETTLE_SECONDS
-        while unacked and self.broken is None and time.monotonic() - progress_at < limit:
+        while self.broken is None:
+            now = time.monotonic()
+            quiet = not self.peer_open or now - self.last_arrival >= QUIET_SECONDS
+            if (not unacked and quiet) or now - progress_at >= limit or (cap is not None and now - started >= cap):
+                break
             select.select([self.sock], [], [], 0.05)
+            before = self.last_arrival
             if self.peer_open:
                 self._receive()
                 self._flush_output()
             else:
                 self._discard_received()
             now_unacked = _unacknowledged(self.sock)
-            if now_unacked < unacked:
+            if now_unacked < unacked or self.last_arrival != before:
                 progress_at = time.monotonic()
             unacked = now_unacked
         return why
