@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -205,3 +206,78 @@ def test_stdout_closed_early_is_quiet_when_nothing_was_lost_and_one_line_when_in
     lines = lost.stderr.decode().strip().splitlines()
     assert "Traceback" not in lost.stderr.decode()
     assert len(lines) == 2 and "standard output was closed" in lines[0] and "not delivered" in lines[0] and lines[1].strip() == "1"
+
+
+def _udp_receiver(family: int, host: str) -> tuple[socket.socket, list[bytes], threading.Thread]:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(5)
+    got: list[bytes] = []
+
+    def run() -> None:
+        with contextlib.suppress(TimeoutError, OSError):
+            while len(got) < 2:
+                got.append(sock.recv(1 << 17))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return sock, got, thread
+
+
+@pytest.mark.parametrize(
+    ("family", "host", "target", "first"), [(socket.AF_INET, "127.0.0.1", "udp://127.0.0.1:{}", 65507), (socket.AF_INET6, "::1", "udp://[::1]:{}", 65527)]
+)
+def test_a_100000_byte_input_read_goes_as_two_whole_datagrams(family: int, host: str, target: str, first: int, tmp_path: object) -> None:
+    if not socket.has_ipv6 and family == socket.AF_INET6:
+        pytest.skip("no IPv6")
+    data = os.urandom(100_000)
+    path = os.path.join(str(tmp_path), "in.bin")
+    with open(path, "wb") as handle:
+        handle.write(data)  # a file, so that one read gives all 100,000 bytes
+    receiver, got, thread = _udp_receiver(family, host)
+    with receiver, open(path, "rb") as stdin:
+        result = subprocess.run(
+            [*SOCKSCOPE, "connect", "-q", "0", target.format(receiver.getsockname()[1])], stdin=stdin, capture_output=True, timeout=30, check=False
+        )
+        thread.join(10)
+    assert result.returncode == 0, result.stderr
+    assert [len(d) for d in got] == [first, 100_000 - first] and b"".join(got) == data
+
+
+@pytest.mark.parametrize("spelling", [["udp://127.0.0.1:{}"], ["-u", "127.0.0.1:{}"], ["-u", "127.0.0.1", "{}"]])
+def test_udp_ends_2_seconds_after_input_eof_however_it_is_spelled(spelling: list[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        started = time.monotonic()
+        result = subprocess.run(
+            [*SOCKSCOPE, "connect", *[w.format(receiver.getsockname()[1]) for w in spelling]], input=b"ping\n", capture_output=True, timeout=30, check=False
+        )
+        took = time.monotonic() - started
+        receiver.settimeout(1)
+        assert receiver.recv(100) == b"ping\n"
+    assert result.returncode == 0 and 1.9 < took < 5, (result.stderr, took)
+
+
+def test_a_big_read_to_a_unix_datagram_socket_is_cut_to_its_limit_and_arrives_in_order(tmp_path: object) -> None:
+    data = os.urandom(600_000)
+    path = os.path.join(str(tmp_path), "in.bin")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    address = os.path.join(str(tmp_path), "d.sock")
+    got = bytearray()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(address)
+        receiver.settimeout(5)
+
+        def run() -> None:
+            with contextlib.suppress(TimeoutError):
+                while len(got) < len(data):
+                    got.extend(receiver.recv(1 << 20))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        with open(path, "rb") as stdin:
+            result = subprocess.run([*SOCKSCOPE, "connect", "-q", "0", f"unix-dgram:{address}"], stdin=stdin, capture_output=True, timeout=30, check=False)
+        thread.join(10)
+    assert result.returncode == 0, result.stderr
+    assert bytes(got) == data
