@@ -281,3 +281,24 @@ def test_a_big_read_to_a_unix_datagram_socket_is_cut_to_its_limit_and_arrives_in
         thread.join(10)
     assert result.returncode == 0, result.stderr
     assert bytes(got) == data
+
+
+def test_odd_standard_streams_a_full_disk_a_closed_stdin_and_a_stdout_nobody_drains(payloads: dict[str, str]) -> None:
+    p = port()
+    with serving(str(p), "--mode", "echo"):
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run([*SOCKSCOPE, "connect", f"127.0.0.1:{p}"], input=b"echo\n", stdout=full, stderr=subprocess.PIPE, timeout=20, check=False)
+        assert result.returncode == 5 and result.stderr == b"sockscope: writing standard output failed: No space left on device\n"
+        # a closed stdin is empty input, not the socket that would take its descriptor
+        closed = subprocess.run(f"{sys.executable} -m sockscope connect -v 127.0.0.1:{p} <&-", shell=True, capture_output=True, timeout=20, check=False)
+        assert closed.returncode == 0 and b"0 bytes sent, 0 received" in closed.stderr
+        with open(payloads["a"], "rb") as source:
+            stuck = subprocess.Popen([*SOCKSCOPE, "connect", "-w", "1", f"127.0.0.1:{p}"], stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            started = time.monotonic()
+            assert stuck.stderr is not None and stuck.stdout is not None
+            err = stuck.stderr.read()  # stdout is never read: the echo fills it
+            code = stuck.wait(10)
+            took = time.monotonic() - started
+            stuck.stdout.close()
+            stuck.stderr.close()
+    assert code == 1 and took < 5 and b"idle for 1s" in err and b"not delivered" in err

@@ -145,6 +145,9 @@ class _Bridge:
         self.peer_open = True  # with send_only too: what arrives is read and dropped, so the peer never stalls
         self.output = bytearray()  # received, not yet on stdout
         self.stdout_open = True
+        # a write to a pipe blocks until all of it fits: writing only what fits keeps -w, -q and
+        # the other direction alive while nobody drains stdout
+        self.stdout_is_pipe = _is_pipe(stdout_fd)
         self.sent = self.received = 0
         self.reset = False
         self.broken: str | None = None  # why sending became impossible
@@ -353,13 +356,16 @@ class _Bridge:
             self._output_closed()
 
     def _write_output(self) -> None:
+        size = min(CHUNK, _pipe_room(self.stdout_fd)) if self.stdout_is_pipe else CHUNK
         try:
-            count = os.write(self.stdout_fd, self.output[:CHUNK])
+            count = os.write(self.stdout_fd, self.output[:size])
         except BlockingIOError:
             return
-        except OSError:  # the reader went away (EPIPE), or there is no stdout at all (EBADF)
+        except (BrokenPipeError, ConnectionResetError):  # the reader went away (`| head`)
             self._output_closed()
             return
+        except OSError as exc:
+            raise SockscopeError(f"writing standard output failed: {exc.strerror or exc}") from None
         del self.output[:count]
 
     def _output_closed(self) -> None:
@@ -368,10 +374,15 @@ class _Bridge:
         self.output.clear()
 
     def _flush_output(self) -> None:
-        if self.output and self.stdout_open:
-            with contextlib.suppress(OSError):
-                write_all(self.stdout_fd, self.output)
-            self.output.clear()
+        """Write out what was received (waiting for the reader; with -w, at most that long per write)."""
+        limit_ms = None if self.options.timeout is None else int(self.options.timeout * 1000)
+        writable = select.poll()
+        writable.register(self.stdout_fd, select.POLLOUT)
+        while self.output and self.stdout_open:
+            if not writable.poll(limit_ms):
+                self.output.clear()  # nobody reads stdout: -w gives up on it as on the peer
+                return
+            self._write_output()
 
     def _drain_socket(self) -> None:
         """Read what the kernel already holds (so closing does not reset it away)."""
@@ -452,6 +463,27 @@ def _is_file(fd: int) -> bool:
     with contextlib.suppress(OSError):
         return stat.S_ISREG(os.fstat(fd).st_mode)
     return False
+
+
+def _is_pipe(fd: int) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    return False
+
+
+def _pipe_room(fd: int) -> int:
+    """Give how much can be written to a pipe now without blocking (poll's POLLOUT promises one page).
+
+    A pipe is a ring of pages; the one being read and the one last written may be partly used.
+    """
+    page = 4096
+    try:
+        capacity = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+    except OSError:
+        return page
+    queued = _ioctl_int(fd, termios.FIONREAD)
+    free_pages = capacity // page - (queued + page - 1) // page - 2
+    return max(page, free_pages * page)
 
 
 def _ioctl_int(fd: int, request: int) -> int:
