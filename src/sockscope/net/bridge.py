@@ -139,15 +139,18 @@ class _Bridge:
         self.want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not self.tls
         self.crlf = CrLf() if options.crlf else None
         self.input_open = not options.recv_only and _usable(stdin_fd)
-        self.pending = bytearray()  # stream input not yet in the kernel
+        self.pending = _Chunks()  # stream input not yet in the kernel
         self.outgoing: deque[bytes] = deque()  # messages not yet in the kernel
         self.handed_at: float | None = None  # when all input was in the kernel (and shut down)
         self.peer_open = True  # with send_only too: what arrives is read and dropped, so the peer never stalls
-        self.output = bytearray()  # received, not yet on stdout
+        self.output = _Chunks()  # received, not yet on stdout
         self.stdout_open = True
         # a write to a pipe blocks until all of it fits: writing only what fits keeps -w, -q and
         # the other direction alive while nobody drains stdout
         self.stdout_is_pipe = _is_pipe(stdout_fd)
+        if self.stdout_is_pipe:
+            with contextlib.suppress(OSError):  # a larger pipe takes larger writes (the limit is per user)
+                fcntl.fcntl(stdout_fd, 1031, HIGH_WATER)  # F_SETPIPE_SZ
         self.sent = self.received = 0
         self.reset = False
         self.broken: str | None = None  # why sending became impossible
@@ -261,7 +264,7 @@ class _Bridge:
         if self.crlf:
             data = self.crlf(data)
         if not self.messages:
-            self.pending += data
+            self.pending.append(data)
             return
         for start in range(0, len(data), self.limit):
             self.outgoing.append(data[start : start + self.limit])
@@ -275,10 +278,11 @@ class _Bridge:
                     self.sock.send(data)
                     self.outgoing.popleft()
                 else:
-                    offered = min(len(self.pending), CHUNK)
-                    count = self.sock.send(self.pending[:offered])
-                    data = bytes(self.pending[:count]) if self.dump else b""
-                    del self.pending[:count]
+                    view = self.pending.head(CHUNK)
+                    offered = len(view)
+                    count = self.sock.send(view)
+                    data = bytes(view[:count]) if self.dump else b""
+                    self.pending.consume(count)
             except _WOULD_BLOCK:
                 return
             except ConnectionRefusedError:
@@ -344,7 +348,7 @@ class _Bridge:
             if self.dump:
                 self._dump("<", data)
             else:
-                self.output += data
+                self.output.append(data)
             if len(self.output) >= HIGH_WATER:
                 return
 
@@ -358,7 +362,7 @@ class _Bridge:
     def _write_output(self) -> None:
         size = min(CHUNK, _pipe_room(self.stdout_fd)) if self.stdout_is_pipe else CHUNK
         try:
-            count = os.write(self.stdout_fd, self.output[:size])
+            count = os.write(self.stdout_fd, self.output.head(size))
         except BlockingIOError:
             return
         except (BrokenPipeError, ConnectionResetError):  # the reader went away (`| head`)
@@ -366,7 +370,7 @@ class _Bridge:
             return
         except OSError as exc:
             raise SockscopeError(f"writing standard output failed: {exc.strerror or exc}") from None
-        del self.output[:count]
+        self.output.consume(count)
 
     def _output_closed(self) -> None:
         self.stdout_open = False
@@ -449,6 +453,38 @@ class _Bridge:
             return ""
         at_least = "at least " if self.input_open and not _is_file(self.stdin_fd) else ""
         return f"{at_least}{count} byte{'s' if count != 1 else ''}"
+
+
+class _Chunks:
+    """Bytes waiting to be written, kept as the chunks they came in (no copying to join or cut them)."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[memoryview] = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, data: bytes) -> None:
+        self.chunks.append(memoryview(data))
+        self.size += len(data)
+
+    def head(self, limit: int) -> memoryview:
+        """Give up to `limit` bytes from the front (of the first chunk only)."""
+        return self.chunks[0][:limit]
+
+    def consume(self, count: int) -> None:
+        """Drop `count` bytes (at most the first chunk's) from the front."""
+        first = self.chunks[0]
+        if count >= len(first):
+            self.chunks.popleft()
+        else:
+            self.chunks[0] = first[count:]
+        self.size -= min(count, len(first))
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.size = 0
 
 
 def _usable(fd: int) -> bool:
