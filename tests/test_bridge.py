@@ -301,4 +301,5 @@ def test_odd_standard_streams_a_full_disk_a_closed_stdin_and_a_stdout_nobody_dra
             took = time.monotonic() - started
             stuck.stdout.close()
             stuck.stderr.close()
-    assert code == 1 and took < 5 and b"idle for 1s" in err and b"not delivered" in err
+    # the kernel and the pipe may hold all 10 MB: then what is lost is what nobody read
+    assert code == 1 and took < 5 and b"idle for 1s" in err and (b"of input not delivered" in err or b"not written out" in err), err

@@ -145,6 +145,7 @@ class _Bridge:
         self.peer_open = True  # with send_only too: what arrives is read and dropped, so the peer never stalls
         self.output = _Chunks()  # received, not yet on stdout
         self.stdout_open = True
+        self.unwritten = 0  # received bytes given up on because nobody read stdout
         # a write to a pipe blocks until all of it fits: writing only what fits keeps -w, -q and
         # the other direction alive while nobody drains stdout
         self.stdout_is_pipe = _is_pipe(stdout_fd)
@@ -172,6 +173,8 @@ class _Bridge:
         lost = self._not_delivered()
         if lost:
             raise ConnectFailed(f"{self.broken or why}: {lost} of input not delivered")
+        if self.unwritten:
+            raise ConnectFailed(f"{why}: {self.unwritten} bytes received were not written out (nobody read standard output)")
         return Outcome(self.broken or why, self.sent, self.received, self.reset)
 
     def _loop(self) -> str:
@@ -384,7 +387,8 @@ class _Bridge:
         writable.register(self.stdout_fd, select.POLLOUT)
         while self.output and self.stdout_open:
             if not writable.poll(limit_ms):
-                self.output.clear()  # nobody reads stdout: -w gives up on it as on the peer
+                self.unwritten = len(self.output)  # nobody reads stdout: -w gives up on it as on the peer
+                self.output.clear()
                 return
             self._write_output()
 
