@@ -15,7 +15,7 @@ import pytest
 from conftest import have, sockscope, sockscope_bytes
 from serving import port, serving
 from sockscope.errors import ExitCode
-from sockscope.net.bridge import CrLf, HexDump
+from sockscope.net.stdio import CrLf, HexDump
 
 
 def test_100_mib_through_connect_to_an_echo_server_keeps_its_sha256(tmp_path: object) -> None:

@@ -133,7 +133,8 @@ def hold_standard_streams() -> None:
 
 def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
     """Bridge stdin/stdout with a connected socket; give why it ended (ConnectFailed when input was lost)."""
-    from ..net.bridge import HexDump, bridge, write_all
+    from ..net.bridge import bridge
+    from ..net.stdio import HexDump, write_all
 
     env.stdout.flush()
     out = sys.stdout.fileno()

@@ -16,7 +16,6 @@ import os
 import select
 import socket
 import ssl
-import stat
 import struct
 import termios
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..errors import ConnectFailed, SockscopeError
+from .stdio import Chunks, CrLf, ioctl_int, is_file, is_pipe, pipe_room, readable_now, usable
 
 CHUNK = 256 * 1024  # one read of input, one send, one write to stdout
 HIGH_WATER = 1 << 20  # stop reading a side while this much waits for the other
@@ -61,52 +61,6 @@ class Outcome(NamedTuple):
 Dump = Callable[[str, bytes], None]
 
 
-class HexDump:
-    """Writes traffic as `offset  hex bytes  |ascii|` lines, with `>` for sent and `<` for received."""
-
-    def __init__(self, write: Callable[[bytes], None]) -> None:
-        self.write = write
-        self.offsets = {">": 0, "<": 0}
-
-    def __call__(self, direction: str, data: bytes) -> None:
-        lines = []
-        offset = self.offsets[direction]
-        for start in range(0, len(data), 16):
-            row = data[start : start + 16]
-            hexes = " ".join(f"{b:02x}" for b in row)
-            text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
-            lines.append(f"{direction} {offset + start:08x}  {hexes:<47}  |{text}|\n")
-        self.offsets[direction] = offset + len(data)
-        self.write("".join(lines).encode())
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    """Write every byte to a file descriptor, waiting when it is non-blocking and full."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            select.select([], [fd], [])
-
-
-class CrLf:
-    """LF -> CRLF across chunk boundaries (an LF already after a CR is left alone)."""
-
-    def __init__(self) -> None:
-        self.last = b""
-
-    def __call__(self, data: bytes) -> bytes:
-        out = bytearray()
-        previous = self.last
-        for line in data.split(b"\n")[:-1]:
-            out += line + (b"\n" if (line[-1:] or previous) == b"\r" else b"\r\n")
-            previous = b""
-        out += data.rsplit(b"\n", 1)[-1] if b"\n" in data else data
-        self.last = data[-1:] if data else self.last
-        return bytes(out)
-
-
 def datagram_limit(sock: socket.socket) -> int:
     """Give the largest message worth trying on a datagram or seqpacket socket (EMSGSIZE halves it)."""
     if sock.family in UDP_PAYLOAD:
@@ -138,18 +92,18 @@ class _Bridge:
         # TLS has no half-close of its own, and a datagram socket nothing to shut down
         self.want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not self.tls
         self.crlf = CrLf() if options.crlf else None
-        self.input_open = not options.recv_only and _usable(stdin_fd)
-        self.pending = _Chunks()  # stream input not yet in the kernel
+        self.input_open = not options.recv_only and usable(stdin_fd)
+        self.pending = Chunks()  # stream input not yet in the kernel
         self.outgoing: deque[bytes] = deque()  # messages not yet in the kernel
         self.handed_at: float | None = None  # when all input was in the kernel (and shut down)
         self.peer_open = True  # with send_only too: what arrives is read and dropped, so the peer never stalls
-        self.output = _Chunks()  # received, not yet on stdout
+        self.output = Chunks()  # received, not yet on stdout
         self.stdout_open = True
         self.unwritten = 0  # received bytes given up on because nobody read stdout
         # a write to a pipe blocks until all of it fits: writing only what fits keeps -w, -q and
         # the other direction alive while nobody drains stdout
-        self.stdout_is_pipe = _is_pipe(stdout_fd)
-        if self.stdout_is_pipe:
+        self.stdoutis_pipe = is_pipe(stdout_fd)
+        if self.stdoutis_pipe:
             with contextlib.suppress(OSError):  # a larger pipe takes larger writes (the limit is per user)
                 fcntl.fcntl(stdout_fd, 1031, HIGH_WATER)  # F_SETPIPE_SZ
         self.sent = self.received = 0
@@ -363,7 +317,7 @@ class _Bridge:
             self._output_closed()
 
     def _write_output(self) -> None:
-        size = min(CHUNK, _pipe_room(self.stdout_fd)) if self.stdout_is_pipe else CHUNK
+        size = min(CHUNK, pipe_room(self.stdout_fd)) if self.stdoutis_pipe else CHUNK
         try:
             count = os.write(self.stdout_fd, self.output.head(size))
         except BlockingIOError:
@@ -452,96 +406,17 @@ class _Bridge:
         elif self.tcp:
             count += _unacknowledged(self.sock)
         if self.input_open:
-            count += _readable_now(self.stdin_fd)
+            count += readable_now(self.stdin_fd)
         if not count:
             return ""
-        at_least = "at least " if self.input_open and not _is_file(self.stdin_fd) else ""
+        at_least = "at least " if self.input_open and not is_file(self.stdin_fd) else ""
         return f"{at_least}{count} byte{'s' if count != 1 else ''}"
-
-
-class _Chunks:
-    """Bytes waiting to be written, kept as the chunks they came in (no copying to join or cut them)."""
-
-    def __init__(self) -> None:
-        self.chunks: deque[memoryview] = deque()
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def append(self, data: bytes) -> None:
-        self.chunks.append(memoryview(data))
-        self.size += len(data)
-
-    def head(self, limit: int) -> memoryview:
-        """Give up to `limit` bytes from the front (of the first chunk only)."""
-        return self.chunks[0][:limit]
-
-    def consume(self, count: int) -> None:
-        """Drop `count` bytes (at most the first chunk's) from the front."""
-        first = self.chunks[0]
-        if count >= len(first):
-            self.chunks.popleft()
-        else:
-            self.chunks[0] = first[count:]
-        self.size -= min(count, len(first))
-
-    def clear(self) -> None:
-        self.chunks.clear()
-        self.size = 0
-
-
-def _usable(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _is_file(fd: int) -> bool:
-    with contextlib.suppress(OSError):
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    return False
-
-
-def _is_pipe(fd: int) -> bool:
-    with contextlib.suppress(OSError):
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
-    return False
-
-
-def _pipe_room(fd: int) -> int:
-    """Give how much can be written to a pipe now without blocking (poll's POLLOUT promises one page).
-
-    A pipe is a ring of pages; the one being read and the one last written may be partly used.
-    """
-    page = 4096
-    try:
-        capacity = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
-    except OSError:
-        return page
-    queued = _ioctl_int(fd, termios.FIONREAD)
-    free_pages = capacity // page - (queued + page - 1) // page - 2
-    return max(page, free_pages * page)
-
-
-def _ioctl_int(fd: int, request: int) -> int:
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0])
-    except OSError:
-        return 0
-
-
-def _readable_now(fd: int) -> int:
-    """Give how many bytes of input wait to be read (a pipe's contents, the rest of a file)."""
-    return max(0, _ioctl_int(fd, termios.FIONREAD))
 
 
 def _unacknowledged(sock: socket.socket) -> int:
     """Give the bytes in the socket's send queue (TCP: not acknowledged by the peer yet)."""
     try:
-        return _ioctl_int(sock.fileno(), termios.TIOCOUTQ)
+        return ioctl_int(sock.fileno(), termios.TIOCOUTQ)
     except ValueError:  # closed
         return 0
 
