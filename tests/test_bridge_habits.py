@@ -150,3 +150,18 @@ def test_the_one_line_says_what_to_do() -> None:
     assert "sockscope listen" in sockscope("connect", "-l", "8000").stderr
     assert "service name" in sockscope("connect", "127.0.0.1", "abc").stderr
     assert "1-65535" in sockscope("listen", "70000").stderr
+
+
+def test_an_ipv6_host_beside_its_port_needs_no_brackets() -> None:
+    p = port()
+    listener = subprocess.Popen([*SOCKSCOPE, "listen", "-n", "::1", str(p)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_port(p)
+        result = sockscope_bytes("connect", "-v", "-n", "::1", str(p), data=b"six\n", timeout=20)
+        out, err = listener.communicate(timeout=10)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert result.returncode == 0 and f"-> [::1]:{p}".encode() in result.stderr
+    assert listener.returncode == 0 and out == b"six\n", err

@@ -72,6 +72,8 @@ def target_address(args: argparse.Namespace, text: str, port_word: str | None = 
             raise UsageError("-U takes one unix socket path, no port")
         return parse_address(f"{'unix-dgram' if args.udp else 'unix'}:{text}")
     kind = default_kind(args)
+    if text.count(":") > 1 and not text.startswith("[") and (port_word is not None or not port_required):
+        text = f"[{text}]"  # `::1 8080`, nc's spelling of an IPv6 host beside its port
     needs_port = port_required and port_word is None
     address = parse_address(text, default_host="127.0.0.1", default_kind=kind, port_required=needs_port, service_names=True)
     if port_word is not None:

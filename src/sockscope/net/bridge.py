@@ -102,8 +102,8 @@ class _Bridge:
         self.unwritten = 0  # received bytes given up on because nobody read stdout
         # a write to a pipe blocks until all of it fits: writing only what fits keeps -w, -q and
         # the other direction alive while nobody drains stdout
-        self.stdoutis_pipe = is_pipe(stdout_fd)
-        if self.stdoutis_pipe:
+        self.stdout_is_pipe = is_pipe(stdout_fd)
+        if self.stdout_is_pipe:
             with contextlib.suppress(OSError):  # a larger pipe takes larger writes (the limit is per user)
                 fcntl.fcntl(stdout_fd, 1031, HIGH_WATER)  # F_SETPIPE_SZ
         self.sent = self.received = 0
@@ -317,7 +317,7 @@ class _Bridge:
             self._output_closed()
 
     def _write_output(self) -> None:
-        size = min(CHUNK, pipe_room(self.stdout_fd)) if self.stdoutis_pipe else CHUNK
+        size = min(CHUNK, pipe_room(self.stdout_fd)) if self.stdout_is_pipe else CHUNK
         try:
             count = os.write(self.stdout_fd, self.output.head(size))
         except BlockingIOError:
