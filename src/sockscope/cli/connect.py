@@ -20,7 +20,7 @@ def add_bridge_options(p: Any) -> None:
         "--quit-after",
         type=float,
         metavar="S",
-        help="quit S seconds after the input was sent, even if the peer has not closed (default: wait for it; udp and unix-dgram: 2)",
+        help="quit S seconds after the input was sent, even if the peer has not closed (default: wait for it; udp and unix-dgram: 2; -1: wait)",
     )
     p.add_argument("-N", dest="shutdown", action="store_true", help="shut down writing on input EOF (the default; accepted for nc's habit)")
     p.add_argument("--no-shutdown", action="store_true", help="on input EOF keep the writing side open (no shutdown(SHUT_WR))")
@@ -102,12 +102,12 @@ def bridge_options(args: argparse.Namespace, kind: str) -> Any:
         raise UsageError("--send-only and --recv-only exclude each other")
     if args.shutdown and args.no_shutdown:
         raise UsageError("-N (shut down on input EOF) and --no-shutdown exclude each other")
-    for name in ("timeout", "quit_after"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more seconds")
+    if args.timeout is not None and args.timeout < 0:
+        raise UsageError("--timeout must be 0 or more seconds")
     # a datagram peer never says it has finished: without a limit the bridge would wait forever
     quit_after = args.quit_after if args.quit_after is not None else (2.0 if kind in ("udp", "unix-dgram") else None)
+    if quit_after is not None and quit_after < 0:
+        quit_after = None  # nc's -q -1: wait for the peer, however long
     return Options(
         timeout=args.timeout,
         quit_after=quit_after,
