@@ -303,3 +303,25 @@ def test_odd_standard_streams_a_full_disk_a_closed_stdin_and_a_stdout_nobody_dra
             stuck.stderr.close()
     # the kernel and the pipe may hold all 10 MB: then what is lost is what nobody read
     assert code == 1 and took < 5 and b"idle for 1s" in err and (b"of input not delivered" in err or b"not written out" in err), err
+
+
+def test_with_a_terminal_on_stdin_the_session_ends_when_the_peer_closes() -> None:
+    primary, secondary = os.openpty()
+    try:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            proc = subprocess.Popen([*SOCKSCOPE, "connect", f"127.0.0.1:{server.getsockname()[1]}"], stdin=secondary, stdout=subprocess.PIPE)
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"bye\n")
+            try:
+                out, _ = proc.communicate(timeout=10)  # nobody types: only the peer's close can end it
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert proc.returncode == 0 and out == b"bye\n"

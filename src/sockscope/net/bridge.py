@@ -93,6 +93,7 @@ class _Bridge:
         self.want_shutdown = options.shutdown and sock.type != socket.SOCK_DGRAM and not self.tls
         self.crlf = CrLf() if options.crlf else None
         self.input_open = not options.recv_only and usable(stdin_fd)
+        self.typing = self.input_open and os.isatty(stdin_fd)
         self.pending = Chunks()  # stream input not yet in the kernel
         self.outgoing: deque[bytes] = deque()  # messages not yet in the kernel
         self.handed_at: float | None = None  # when all input was in the kernel (and shut down)
@@ -143,6 +144,8 @@ class _Bridge:
                 return self._settle(self._end_phrase())
             if self.options.send_only and sending_done:
                 return self._settle("input sent")
+            if self.typing and self._receiving_done() and not self.pending and not self.outgoing:
+                return "the peer closed"  # a person at a terminal has nothing queued to lose: end, as nc and telnet do
             if self.handed_at is not None and self.options.quit_after is not None and now - self.handed_at >= self.options.quit_after:
                 self._drain_socket()
                 return self._settle(f"quit {self.options.quit_after:g}s after the input was sent", cap=max(1.0, self.options.quit_after))
