@@ -18,8 +18,9 @@ def add_parser(commands: Any) -> None:
         "listen",
         help="wait for one client on ADDRESS and bridge it with stdin/stdout, like nc -l (-k: one after another)",
         description="Bind ADDRESS (a bare port binds 127.0.0.1; write 0.0.0.0:PORT for every interface), accept one "
-        "client and bridge it with standard input and output until it closes. UDP: the first datagram's sender is the "
-        "peer. Exit 4 when the address is in use (naming the holder).",
+        "client and bridge it with standard input and output: the input is sent even after the client's EOF, and it "
+        "ends when both directions are done (as connect does). nc's spellings work: -l PORT, -l -p PORT, HOST PORT, "
+        "-U PATH. UDP: the first datagram's sender is the peer. Exit 4 when the address is in use (naming the holder).",
     )
     p.add_argument("address", nargs="?", metavar="ADDRESS", help="PORT, HOST:PORT, HOST PORT, [::]:PORT, udp://:PORT, unix:/path, seqpacket:/path")
     p.add_argument("port", nargs="?", metavar="PORT", help=argparse.SUPPRESS)
