@@ -7,6 +7,7 @@ Kept light on purpose: only argparse is imported before a command is chosen, so 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import importlib
 import os
@@ -17,6 +18,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import ExitCode, SockscopeError, UsageError
+from .environment import Environment
 
 # command -> the module of ours that defines it (`add_parser(commands)` and `run(args, env)`).
 # Only the chosen command's module is imported, so every command starts as fast as the lightest.
@@ -37,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
+# errno values that mean "the output could not be written", whatever the file behind stdout.
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 # Commands that finish in a moment: the cyclic garbage collector is paused for them (their
 # tens of thousands of records hold no cycles, and collecting them costs a third of `ls`).
 SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion"})
@@ -82,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list in (["--version"], ["-V"]):  # the cheapest answer there is
         sys.stdout.write(f"sockscope {__version__}\n")
         return ExitCode.OK
-    from .environment import Environment
-
     env = Environment.from_process()
     try:
         words = _normalise(args_list)
@@ -101,16 +103,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_after = after
         if args.command in SHORT_LIVED:
             gc.disable()
-        return int(_module(args.command).run(args, env))
+        status = int(_module(args.command).run(args, env))
+        env.stdout.flush()  # here, where a failure to write is still ours to report
+        return status
     except SockscopeError as error:
-        env.error(error.message)
+        _report(env, error.message)
         return int(error.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # the reader went away (`| head`): not an error; keep Python from complaining at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # the reader went away (`| head`): not an error, as for other tools
+        _silence_stdout()
         return int(ExitCode.OK)
+    except OSError as error:  # mostly stdout itself: a full disk (`> /dev/full`), a vanished terminal
+        if error.filename is None and error.errno in _WRITE_ERRORS:
+            _report(env, f"cannot write the output: {error.strerror}")
+        else:
+            _report(env, f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+        _silence_stdout()
+        return int(ExitCode.RUNTIME)
+    except Exception as error:  # a bug of ours: still one line, and the traceback on request
+        if os.environ.get("SOCKSCOPE_DEBUG"):
+            raise
+        _report(env, f"internal error {type(error).__name__}: {error} (SOCKSCOPE_DEBUG=1 shows where; please report it)")
+        _silence_stdout()
+        return int(ExitCode.RUNTIME)
     except SystemExit as done:  # --help and --version from argparse
         return int(done.code or 0) if isinstance(done.code, int) else int(ExitCode.USAGE)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the output still buffered cannot fail again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _report(env: Environment, message: str) -> None:
+    try:
+        env.error(message)
+        env.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit status is all that is left

@@ -30,14 +30,16 @@ class Environment:
         return cls(sys.stdout, sys.stderr, is_tty, color, width)
 
     def ask(self, question: str) -> bool:
-        """Ask a yes/no question on the terminal; no terminal (or no answer) means no."""
+        """Give the answer to a yes/no question asked on the terminal; no terminal (or no answer) means no."""
         try:
-            with open("/dev/tty", "r+", encoding="utf-8") as tty:
-                tty.write(f"{question} [y/N] ")
-                tty.flush()
-                return tty.readline().strip().lower() in ("y", "yes")
+            # Raw bytes, unbuffered: a text stream opened "r+" on a terminal fails (it is not
+            # seekable), and a buffered reader could swallow keystrokes meant for the next program.
+            with open("/dev/tty", "rb+", buffering=0) as tty:
+                tty.write(f"{question} [y/N] ".encode(errors="replace"))
+                answer = tty.readline(256)
         except OSError:
             return False
+        return answer.decode(errors="replace").strip().lower() in ("y", "yes")
 
     def interactive(self) -> bool:
         """Tell whether a person is at a terminal to answer questions."""

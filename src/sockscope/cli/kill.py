@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ..errors import ExitCode, SockscopeError, UsageError
@@ -17,7 +18,7 @@ def add_parser(commands: Any) -> None:
         description="Send a signal to every process listening on PORT; those still there after --timeout get SIGKILL; "
         "then check that the port is free. Asks first on a terminal; elsewhere it needs --yes.",
     )
-    p.add_argument("port", metavar="PORT", help="the port (1-65535, or :PORT)")
+    p.add_argument("port", metavar="PORT", help="the port (1-65535, :PORT, PORT/tcp or PORT/udp as fuser takes it)")
     p.add_argument("-s", "--signal", default="TERM", help="the first signal (default TERM)")
     p.add_argument("-t", "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait before SIGKILL (default 5)")
     p.add_argument("-u", "--udp", action="store_true", help="a UDP port instead of TCP")
@@ -26,15 +27,17 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Stop the listeners of a port; exit 0 when the port ends up free."""
-    from ..address import parse_port
     from ..inventory import proc_root
     from ..ports.kill import Victim, parse_signal, stop
+    from ..ports.who import parse_port_target
 
-    port = parse_port(args.port.removeprefix(":"))
+    target = parse_port_target(args.port)
+    port, udp = target.port, target.is_udp(args.udp)
+    assert port is not None
     sig = parse_signal(args.signal)
-    if args.timeout < 0:
-        raise UsageError(f"--timeout {args.timeout:g}: give zero or more seconds")
-    proto = "udp" if args.udp else "tcp"
+    if not 0 <= args.timeout < math.inf:  # nan and inf too: the wait before SIGKILL must end
+        raise UsageError(f"--timeout {args.timeout:g}: give a number of seconds, 0 or more")
+    proto = "udp" if udp else "tcp"
 
     def confirm(victims: list[Victim]) -> bool:
         for v in victims:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     def event(text: str) -> None:
         env.stderr.write(text + "\n")
 
-    outcome = stop(port, sig=sig, timeout=args.timeout, udp=args.udp, root=proc_root(), confirm=confirm, on_event=event)
+    outcome = stop(port, sig=sig, timeout=args.timeout, udp=udp, root=proc_root(), confirm=confirm, on_event=event)
     for process, why in outcome.skipped:
         env.note(f"left pid {process.pid} ({process.name}) alone: {why}")
     if outcome.free:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -32,8 +33,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from ..ports.wait import wait_for
 
     command: list[str] = getattr(args, "command_after", [])
-    if args.timeout <= 0 or args.interval <= 0:
-        raise UsageError("--timeout and --interval must be more than 0 seconds")
+    if not (0 < args.timeout < math.inf and 0 < args.interval < math.inf):  # nan and inf would never end
+        raise UsageError("--timeout and --interval take a number of seconds, more than 0")
     addresses = []
     for text in args.addresses:
         address = parse_address(text, default_host="127.0.0.1")

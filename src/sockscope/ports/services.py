@@ -45,6 +45,8 @@ def lookup(query: str, path: str | None = None) -> list[PortFacts]:
     proto = proto.lower()
     if proto and proto not in ("tcp", "udp", "sctp", "dccp"):
         raise UsageError(f"{query!r}: unknown protocol {proto!r} (tcp, udp, sctp or dccp)")
+    if spec.startswith("-"):  # a negative number, or a flag given as a query
+        raise UsageError(f"{query!r} is not a port: ports are 1-65535")
     table = [e for e in services.entries(path) if not proto or e.proto == proto]
     if spec.isdigit() or (spec[:1].isdigit() and "-" in spec):
         low, high = parse_range(spec) if "-" in spec else (parse_port(spec), parse_port(spec))

@@ -20,24 +20,45 @@ LISTENING = frozenset({State.LISTEN, State.UNCONN})
 
 
 class Target(NamedTuple):
-    """What the user asked about: a port, or a unix socket name (`@name` for abstract ones)."""
+    """What the user asked about: a port, or a unix socket name (`@name` for abstract ones).
+
+    `proto` is the protocol the text named (`53/udp`), or None to follow the caller's choice.
+    """
 
     text: str
     port: int | None = None
     path: str | None = None
+    proto: str | None = None
+
+    def is_udp(self, udp: bool) -> bool:
+        """Tell whether this port target means UDP, given the caller's default."""
+        return self.proto == "udp" if self.proto else udp
+
+
+def parse_port_target(text: str) -> Target:
+    """Give the Target of a port as people write it: `8080`, `:8080`, `8080/tcp`, `53/udp` (fuser's form)."""
+    spec, slash, proto = text.partition("/")
+    proto = proto.lower()
+    if slash and proto not in ("tcp", "udp"):
+        raise UsageError(f"{text!r}: unknown protocol {proto!r} (write PORT, PORT/tcp or PORT/udp)")
+    digits = spec.removeprefix(":")
+    if not digits.isdigit():
+        raise UsageError(f"{text!r} is not a port: write a number 1-65535, :PORT, PORT/tcp or PORT/udp")
+    return Target(text, port=parse_port(digits), proto=proto or None)
 
 
 def parse_target(text: str) -> Target:
-    """Give the Target of `8080`, `:8080`, `/run/x.sock`, `./x.sock`, `@abstract` or `unix:PATH`."""
+    """Give the Target of `8080`, `:8080`, `8080/tcp`, `53/udp`, `/run/x.sock`, `./x.sock`, `@abstract` or `unix:PATH`."""
     spec = text.removeprefix("unix:")
     if spec.startswith(("/", "./", "../", "@")) or spec != text:
         if spec in ("", "@"):
             raise UsageError(f"{text!r}: the unix socket path is empty")
+        if "\0" in spec:
+            raise UsageError(f"{text!r}: a unix socket path cannot hold a NUL byte")
         return Target(text, path=spec if spec.startswith("@") else os.path.abspath(spec))
-    digits = spec.removeprefix(":")
-    if digits.isdigit():
-        return Target(text, port=parse_port(digits))
-    raise UsageError(f"{text!r} is neither a port (1-65535) nor a unix socket path (/path, ./path, @name)")
+    if spec.removeprefix(":").partition("/")[0].isdigit():
+        return parse_port_target(spec)
+    raise UsageError(f"{text!r} is neither a port (1-65535, PORT/tcp, PORT/udp) nor a unix socket path (/path, ./path, @name)")
 
 
 class Holder(NamedTuple):
@@ -74,6 +95,7 @@ def sockets_of(target: Target, udp: bool = False, root: str | None = None, liste
     """Give the sockets bound to a target (without owners)."""
     states = state_mask(LISTENING if listening_only else HELD_STATES)
     if target.port is not None:
+        udp = target.is_udp(udp)
         netids = frozenset({NetId.UDP if udp else NetId.TCP})
         found = take(Query(netids=netids, states=states, owners=False, local_port=target.port, proc_root=root)).sockets
         if udp and listening_only:  # a UDP socket "listens" when it is bound but not connected
