@@ -1,12 +1,12 @@
 """The `sockscope` command: parse arguments, call the library, render, map errors to exit codes.
 
-Kept light on purpose: only argparse is imported before a command is chosen, so that
-`sockscope --version` and `sockscope ls -tan | head` start as fast as Python can.
+Kept light on purpose: nothing heavy is imported before a command is chosen, argparse builds
+only the chosen command's parser, and the common `ls` flags (`-tlnp`) skip argparse altogether,
+so that `sockscope --version` and `sockscope ls -tan | head` start as fast as Python can.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import gc
 import importlib
@@ -14,11 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..errors import ExitCode, SockscopeError, UsageError
 from .environment import Environment
+
+if TYPE_CHECKING:
+    import argparse
 
 # command -> the module of ours that defines it (`add_parser(commands)` and `run(args, env)`).
 # Only the chosen command's module is imported, so every command starts as fast as the lightest.
@@ -46,23 +49,24 @@ _WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion"})
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Give the parser of every command, or of the one command `only` (the others stay unimported)."""
-    parser = _Parser(
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse, but a usage error is one line on stderr and exit status 2."""
+
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    parser = Parser(
         prog="sockscope",
         description="See every socket on this host, who owns it, and what is listening.",
         epilog="Without a command: what is listening on this host (`sockscope listening`). "
-        "Arguments that start with '-' and no command mean `ls` (`sockscope -tlnp`).",
+        "Arguments that start with '-' and no command mean `ls` (`sockscope -tlnp`, `sockscope -s`).",
     )
     parser.add_argument("-V", "--version", action="version", version=f"sockscope {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in [only] if only in COMMANDS else COMMANDS:
         _module(name).add_parser(commands)
     return parser
@@ -80,6 +84,33 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+def _parse(words: list[str], env: Environment) -> argparse.Namespace:
+    """Give the parsed arguments of a command line (`words` start with the command)."""
+    after: list[str] = []
+    if words[0] in RUNS_A_COMMAND and "--" in words:  # `wait ADDR -- COMMAND ARGS`: the rest is not ours
+        cut = words.index("--")
+        words, after = words[:cut], words[cut + 1 :]
+    completing = "_ARGCOMPLETE" in os.environ
+    args = None
+    if words[0] == "ls" and not completing:
+        from . import ls
+
+        rest, note = ls.lsof_habits(words[1:])
+        if note is not None:
+            env.note(note)
+        words = ["ls", *rest]
+        args = ls.quick_options(rest)
+    if args is None:
+        parser = build_parser(None if completing else words[0])
+        if completing:
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
+        args = parser.parse_args(words)
+    args.command_after = after
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; give the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -88,19 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     env = Environment.from_process()
     try:
-        words = _normalise(args_list)
-        after: list[str] = []
-        if words[0] in RUNS_A_COMMAND and "--" in words:  # `wait ADDR -- COMMAND ARGS`: the rest is not ours
-            cut = words.index("--")
-            words, after = words[:cut], words[cut + 1 :]
-        completing = "_ARGCOMPLETE" in os.environ
-        parser = build_parser(None if completing else words[0])
-        if completing:
-            import argcomplete
-
-            argcomplete.autocomplete(parser)
-        args = parser.parse_args(words)
-        args.command_after = after
+        args = _parse(_normalise(args_list), env)
         if args.command in SHORT_LIVED:
             gc.disable()
         status = int(_module(args.command).run(args, env))

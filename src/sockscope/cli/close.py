@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode, UsageError
+from ..model import NetId
 from .environment import Environment
+
+if TYPE_CHECKING:
+    import argparse
+
+# The kinds the kernel can close one by one (sock_diag SOCK_DESTROY).
+CLOSABLE = frozenset({NetId.TCP, NetId.UDP})
 
 
 def add_parser(commands: Any) -> None:
@@ -27,30 +33,40 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Close the matching sockets; exit 1 when none matched."""
+    netids = frozenset({NetId.UDP if args.udp else NetId.TCP})
+    return close_matching(env, args.filter, netids, listening=args.listening, yes=args.yes, dry_run=args.dry_run)
+
+
+def close_matching(env: Environment, words: list[str], netids: frozenset[NetId], *, listening: bool, yes: bool, dry_run: bool) -> int:
+    """Show the sockets a filter matches and close them when `yes`; give the exit status (1: none matched).
+
+    The rules `close` and `ls -K` share: a filter that picks sockets (a state alone would close
+    them all), listening sockets only when asked for, and nothing closed without `yes`.
+    """
     from .. import services
     from ..inventory import state_mask
     from ..inventory.filters import compile_filter
-    from ..model import NetId, State
+    from ..model import State
     from ..ports.close import close, matching
     from .ls import DEFAULT_STATES
 
     tcp = services.by_port("tcp")
-    parsed = compile_filter(args.filter, {name: port for port, name in sorted(tcp.items(), reverse=True)}.get)
+    parsed = compile_filter(words, {name: port for port, name in sorted(tcp.items(), reverse=True)}.get)
     if parsed.predicate is None or not parsed.selects:
         raise UsageError("give a filter that picks the sockets to close by address, port or process (a state alone would close them all)")
-    states = parsed.states or (DEFAULT_STATES | ({State.LISTEN, State.UNCONN} if args.listening else set()))
-    netids = frozenset({NetId.UDP if args.udp else NetId.TCP})
+    states = parsed.states or (DEFAULT_STATES | ({State.LISTEN, State.UNCONN} if listening else set()))
     found = matching(netids, state_mask(states), parsed.predicate, parsed.needs_owners)
     if not found:
         env.stderr.write("no socket matches\n")
         return ExitCode.NOTHING_FOUND
     from ..ports.who import endpoint_text
+    from .render import escape
 
     for sock, _id, _proto in found:
-        env.stdout.write(f"{sock.netid.value} {sock.state.value} {endpoint_text(sock.local)} {endpoint_text(sock.peer)}\n")
-    if args.dry_run:
+        env.stdout.write(f"{sock.netid.value} {sock.state.value} {escape(endpoint_text(sock.local))} {escape(endpoint_text(sock.peer))}\n")
+    if dry_run:
         return ExitCode.OK
-    if not args.yes:
+    if not yes:
         raise UsageError(f"{len(found)} socket(s) match; add --yes to close them")
     result = close(found)
     env.stdout.write(f"closed {len(result.closed)}" + (f"; {len(result.gone)} had closed already" if result.gone else "") + "\n")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode
 from .environment import Environment
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def add_parser(commands: Any) -> None:
@@ -15,6 +17,13 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many processes to list (default 10)")
     p.add_argument("--json", action="store_true", help="the counts as a JSON object")
     p.add_argument("--netns", metavar="NAME|PID|all", help="count in another network namespace (or all)")
+
+
+def options(*, top: int = 10, json: bool = False, netns: str | None = None) -> argparse.Namespace:
+    """Give the arguments `summary` runs with when another command (`ls -s`) asks for it."""
+    import argparse
+
+    return argparse.Namespace(top=top, json=json, netns=netns)
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
