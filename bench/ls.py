@@ -36,10 +36,13 @@ def compile_bytecode() -> None:
     compileall.compile_dir(os.path.dirname(sockscope.__file__), quiet=1)
 
 
-def medians(commands: dict[str, str], runs: int) -> dict[str, float]:
-    """Give name -> median wall seconds, timed by hyperfine in one interleaved run."""
+def medians(commands: dict[str, str], runs: int, prefix: tuple[str, ...] = ()) -> dict[str, float]:
+    """Give name -> median wall seconds, timed by hyperfine in one interleaved run.
+
+    `prefix` runs hyperfine itself under another command (`ip netns exec NAME`).
+    """
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        args = ["hyperfine", "-N", "-w", "1", "-r", str(runs), "--export-json", out.name, "--output=pipe"]
+        args = [*prefix, "hyperfine", "-N", "-w", "1", "-r", str(runs), "--export-json", out.name, "--output=pipe"]
         for name, command in commands.items():
             args += ["-n", name, command]
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)

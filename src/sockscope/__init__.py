@@ -5,14 +5,14 @@ The library's face. Everything here is importable without the command-line parts
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .errors import ExitCode, SockscopeError
-from .model import Endpoint, Family, NetId, Owner, Socket, State, UnixEndpoint
 
+# `typing` and the model cost more than the rest of `sockscope --version`: both wait for first use.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .inventory import list_sockets
     from .inventory.summary import summarize as summary
+    from .model import Endpoint, Family, NetId, Owner, Socket, State, UnixEndpoint
     from .ports.free import free_ports
     from .ports.kill import stop as kill
     from .ports.services import lookup as lookup_services
@@ -43,6 +43,7 @@ __all__ = [
 
 # name -> (module, attribute), imported on first use so `import sockscope` (and --version) stay instant
 _LAZY = {
+    **{name: ("model", name) for name in ("Endpoint", "Family", "NetId", "Owner", "Socket", "State", "UnixEndpoint")},
     "list_sockets": ("inventory", "list_sockets"),
     "summary": ("inventory.summary", "summarize"),
     "who": ("ports.who", "who"),

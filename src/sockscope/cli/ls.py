@@ -302,11 +302,14 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         if not netids:
             raise UsageError("-K closes TCP and UDP sockets only (add -t or -u)")
         return close.close_matching(env, words, netids, listening=args.listening or args.all, yes=args.yes, dry_run=False)
-    from .. import services
     from ..inventory import Query, state_mask, take
 
-    tcp_names = services.by_port("tcp")
-    udp_names = services.by_port("udp")
+    tcp_names: dict[int, str] = {}
+    udp_names: dict[int, str] = {}
+    if words or not args.numeric or args.json or args.jsonl or args.csv:  # else no name is shown or read
+        from .. import services
+
+        tcp_names, udp_names = services.by_port("tcp"), services.by_port("udp")
     parsed = None
     if words:
         from ..inventory.filters import compile_filter

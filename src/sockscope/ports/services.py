@@ -41,10 +41,14 @@ def lookup(query: str, path: str | None = None) -> list[PortFacts]:
     text = query.strip()
     if not text:
         raise UsageError("give a port, a service name, a glob or a range")
-    spec, _sep, proto = text.partition("/")
+    spec, sep, proto = text.partition("/")
     proto = proto.lower()
-    if proto and proto not in ("tcp", "udp", "sctp", "dccp"):
+    if sep and proto not in ("tcp", "udp", "sctp", "dccp"):
         raise UsageError(f"{query!r}: unknown protocol {proto!r} (tcp, udp, sctp or dccp)")
+    if spec.startswith(":"):  # `:8080`, as other commands take a port
+        spec = spec[1:]
+        if not spec[:1].isdigit():
+            raise UsageError(f"{query!r} is not a port: ports are 1-65535")
     if spec.startswith("-"):  # a negative number, or a flag given as a query
         raise UsageError(f"{query!r} is not a port: ports are 1-65535")
     table = [e for e in services.entries(path) if not proto or e.proto == proto]
