@@ -42,6 +42,15 @@ def test_a_reader_that_leaves_early_is_quiet(args: list[str]) -> None:
     proc.stderr.close()
 
 
+@pytest.mark.parametrize("args", [["--version"], ["-tlnp"], ["who", "1"], ["who", "abc"], ["summary", "--json"]])
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+def test_streams_closed_before_start(args: list[str], closed: str) -> None:
+    command = f"{sys.executable} -m sockscope {' '.join(args)} {closed}; echo status=$? >&3"
+    result = subprocess.run(["bash", "-c", f"exec 3>&1; {command}"], capture_output=True, text=True, timeout=60, check=False)
+    expected = {"who 1": 1, "who abc": 2}.get(" ".join(args), 0)
+    assert f"status={expected}" in result.stdout and "Traceback" not in result.stderr + result.stdout
+
+
 @pytest.mark.skipif(not have("head"), reason="needs head (coreutils)")
 def test_head_through_a_shell_pipe() -> None:
     script = f"{sys.executable} -m sockscope ls -a | head -1; echo status=${{PIPESTATUS[0]}}"
@@ -117,6 +126,13 @@ def test_odd_ports_in_filters_are_one_line_and_exit_2(port: str) -> None:
 def test_timeouts_that_would_never_end_are_refused(args: list[str]) -> None:
     result = sockscope(*args)
     assert result.returncode == ExitCode.USAGE and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("host", ["\udcff", "a..b", "x" * 300])
+def test_wait_for_a_host_that_cannot_be_a_name(host: str) -> None:
+    result = sockscope("wait", "-t", "0.2", f"{host}:1")
+    assert result.returncode == ExitCode.USAGE and "not a host name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_listener_is_untouched_by_all_that(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -116,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; give the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list in (["--version"], ["-V"]):  # the cheapest answer there is
-        sys.stdout.write(f"sockscope {__version__}\n")
-        return ExitCode.OK
+        return _version()
     env = Environment.from_process()
     try:
         args = _parse(_normalise(args_list), env)
@@ -152,11 +151,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0) if isinstance(done.code, int) else int(ExitCode.USAGE)
 
 
+def _version() -> int:
+    """Write the version; give the exit status (5 when it cannot be written)."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.write(f"sockscope {__version__}\n")
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as error:
+        if sys.stderr is not None:
+            sys.stderr.write(f"sockscope: cannot write the output: {error.strerror}\n")
+        _silence_stdout()
+        return ExitCode.RUNTIME
+    return ExitCode.OK
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so that the output still buffered cannot fail again at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         os.close(devnull)
     except (OSError, ValueError):
         pass

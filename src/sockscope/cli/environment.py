@@ -22,15 +22,18 @@ class Environment:
     @classmethod
     def from_process(cls) -> Environment:
         """Give the Environment of this process, honouring NO_COLOR, FORCE_COLOR and TERM=dumb."""
-        is_tty = sys.stdout.isatty()
+        # A stream closed before we started (`sockscope ls >&-`) is None in Python: write nowhere.
+        stdout = sys.stdout if sys.stdout is not None else open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        stderr = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
+        is_tty = stdout.isatty()
         color = is_tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
         if os.environ.get("FORCE_COLOR"):
             color = True
         try:
-            width = os.get_terminal_size(sys.stdout.fileno()).columns if is_tty else 100
+            width = os.get_terminal_size(stdout.fileno()).columns if is_tty else 100
         except OSError:
             width = 100
-        return cls(sys.stdout, sys.stderr, is_tty, color, width)
+        return cls(stdout, stderr, is_tty, color, width)
 
     def ask(self, question: str) -> bool:
         """Give the answer to a yes/no question asked on the terminal; no terminal (or no answer) means no."""

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     addresses = []
     for text in args.addresses:
         address = parse_address(text, default_host="127.0.0.1")
+        try:
+            (address.host or "").encode("idna")
+        except UnicodeError:  # getaddrinfo would fail the same way on every try
+            raise UsageError(f"{text!r}: {address.host!r} is not a host name or address") from None
         if address.kind in ("udp", "unix-dgram"):
             raise UsageError(f"{text!r}: datagram sockets accept no connections to wait for; use tcp, unix or seqpacket")
         addresses.append(address)
