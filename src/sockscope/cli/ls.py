@@ -76,7 +76,8 @@ def add_parser(commands: Any) -> None:
         help="list sockets (like ss): -t -u -w -x -A, -l -a, -4 -6, -n -p -e, filters, --json",
         description="List sockets, like ss. Without -l or -a: connected sockets only, as ss shows.",
         epilog="Filter examples: 'state listening', 'dport = :443', 'src 10.0.0.0/8', ':8080', "
-        "'( sport = :ssh or dport = :ssh )', 'pid=123', 'proc=nginx', 'user=www-data'.",
+        "'( sport = :ssh or dport = :ssh )', 'pid=123', 'proc=nginx', 'user=www-data'. "
+        "lsof's '-p PID' alone lists the sockets of that process (the filter pid=PID, every state).",
     )
     kinds = p.add_argument_group("socket kinds (default: tcp, udp, raw and unix)")
     kinds.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
