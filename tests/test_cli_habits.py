@@ -194,6 +194,9 @@ def test_dash_p_pid_lists_that_process_sockets(listener: socket.socket) -> None:
     assert f"pid={os.getpid()}" in one_line(result)  # the note says how it was read
     assert f"127.0.0.1:{port}" in result.stdout  # listening too, as lsof shows it
     assert all(f"pid={os.getpid()}," in line for line in result.stdout.splitlines()[1:])
+    several = sockscope("-p", f"{os.getpid()},{os.getppid()}")
+    assert several.returncode == ExitCode.OK and f"127.0.0.1:{port}" in several.stdout
+    assert f"pid={os.getpid()} or pid={os.getppid()}" in one_line(several)
     still_ss = sockscope("-tlnp")
     assert still_ss.returncode == ExitCode.OK and still_ss.stderr == "" and f"127.0.0.1:{port}" in still_ss.stdout
 

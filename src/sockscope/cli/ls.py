@@ -176,7 +176,7 @@ def quick_options(words: list[str]) -> argparse.Namespace | None:
 
 
 def lsof_habits(words: list[str]) -> tuple[list[str], str | None]:
-    """Give the `ls` arguments with lsof's `-p PID` read as the filter `pid=PID`, and a note saying so.
+    """Give the `ls` arguments with lsof's `-p PID[,PID...]` read as the filter `pid=PID`, and a note saying so.
 
     ss's -p takes no value, so `-p 1234` would otherwise filter on an address "1234" and show
     nothing. lsof's `-i :8080` raises UsageError naming the `who` command that answers it.
@@ -189,9 +189,13 @@ def lsof_habits(words: list[str]) -> tuple[list[str], str | None]:
             _lsof_inet(f"-i {following}", following)
         elif word.startswith("-i") and ":" in word:
             _lsof_inet(word, word[2:])
-        if out and out[-1] in ("-p", "--processes") and word.isdigit() and note is None:
-            word = f"pid={int(word)}"
-            note = f"'{out[-1]} {words[index]}' read as lsof's: the sockets of pid {int(words[index])} (filter: {word})"
+        pids = word.split(",")
+        if out and out[-1] in ("-p", "--processes") and all(pid.isdigit() for pid in pids) and note is None:
+            tests = [f"pid={int(pid)}" for pid in pids]
+            which = f"pid {int(pids[0])}" if len(pids) == 1 else f"pids {', '.join(str(int(pid)) for pid in pids)}"
+            note = f"'{out[-1]} {word}' read as lsof's: the sockets of {which} (filter: {' or '.join(tests)})"
+            out += tests if len(tests) == 1 else ["(", " or ".join(tests), ")"]
+            continue
         out.append(word)
     if note is not None and not _states_chosen(out):
         out.append("-a")  # lsof shows every socket of the process, listening ones too
