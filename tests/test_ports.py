@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import IS_ROOT, needs_root, sockscope
-from sockscope.errors import ExitCode
+from sockscope.errors import ExitCode, UsageError
 from sockscope.inventory import owners
 from sockscope.ports import free, kill, who
 
@@ -137,6 +137,16 @@ def test_who_bad_input_is_one_line_and_exit_2(query: str, message: str) -> None:
     result = sockscope("who", query)
     assert result.returncode == ExitCode.USAGE
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_port_targets_as_fuser_and_ss_write_them() -> None:
+    assert who.parse_target("8080/tcp") == who.Target("8080/tcp", port=8080, proto="tcp")
+    assert who.parse_target(":53/UDP") == who.Target(":53/UDP", port=53, proto="udp")
+    assert who.parse_target("8080").is_udp(True) and not who.parse_target("8080/tcp").is_udp(True)
+    assert who.parse_target("53/udp").is_udp(False)
+    for bad in ("8080/xyz", "8080/", "/tcp", "0/tcp", "65536/udp"):
+        with pytest.raises(UsageError):
+            who.parse_port_target(bad)
 
 
 def test_who_missing_path_says_so() -> None:
