@@ -160,22 +160,25 @@ def test_quick_parse_gives_what_argparse_gives() -> None:
 @needs_root
 @pytest.mark.skipif(not have("nc"), reason="needs nc (netcat-openbsd)")
 def test_dash_K_closes_only_with_yes_under_the_close_rules() -> None:
-    port = 47000 + os.getpid() % 1000
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
     with running("nc", "-l", "127.0.0.1", str(port)) as nc:
         wait_bound(port)
         client = socket.create_connection(("127.0.0.1", port))
         with client:
-            asked = sockscope("-tK", f"dport = :{port}")
+            # both ends named, so that no connection of anyone else can match
+            mine = f"dport = :{port} and sport = :{client.getsockname()[1]}"
+            asked = sockscope("-tK", mine)
             assert asked.returncode == ExitCode.USAGE and "--yes" in one_line(asked)
             assert f"127.0.0.1:{port}" in asked.stdout
-            everything = sockscope("-tK", "--yes", "state", "established")
+            everything = sockscope("-tK", "state", "established")  # without --yes: safe even if the rule broke
             assert everything.returncode == ExitCode.USAGE and "state alone" in one_line(everything)
             unix = sockscope("-xK", "--yes", "src", "/x")
             assert unix.returncode == ExitCode.USAGE and "TCP and UDP" in one_line(unix)
             client.settimeout(0)
             with pytest.raises(BlockingIOError):
                 client.recv(1)  # still connected after the refusals
-            closed = sockscope("-tK", "--yes", f"dport = :{port}")
+            closed = sockscope("-tK", "--yes", mine)
             if "CONFIG_INET_DIAG_DESTROY" in closed.stderr:
                 pytest.skip("this kernel cannot close sockets")
             assert closed.returncode == ExitCode.OK and "closed 1" in closed.stdout
