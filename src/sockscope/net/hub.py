@@ -215,15 +215,18 @@ class Hub:
             self.clients[session.client] = held
         self.departed += 1
         if self.departed >= TRIM_AFTER and self.trimming is None and self.loop is not None:
-            # at most once a second, and after the loop turn in which many may leave at once
-            self.trimming = self.loop.call_later(max(0.0, self.trimmed + 1.0 - self.loop.time()), self.trim)
+            # at most once a second, and half a second after the first of a burst leaves: uvloop frees a
+            # transport's buffers only when libuv has closed its handle, a few loop turns later
+            self.trimming = self.loop.call_later(max(0.5, self.trimmed + 1.0 - self.loop.time()), self.trim)
         seconds = time.monotonic() - session.started
         self.emit("close", conn=session.conn, peer=session.peer, sent=session.tx, received=session.rx, seconds=round(seconds, 3), detail=reason)
 
-    def trim(self) -> None:
+    def trim(self, settle: bool = True) -> None:
         assert self.loop is not None
         self.trimming, self.departed, self.trimmed = None, 0, self.loop.time()
         give_back_memory()
+        if settle:  # what the loop frees in the turns after a burst is given back a second later
+            self.trimming = self.loop.call_later(1.0, self.trim, False)
 
     # idle clients and slow requests are dropped by one sweep over all clients, not a timer each
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
