@@ -177,3 +177,29 @@ def open_unix(address: Address, *, backlog: int, narrate: Narrate | None) -> soc
         sock.close()
         raise
     return sock
+
+
+def accept_clients(loop: Any, listener: socket.socket, take: Callable[[socket.socket], object]) -> Callable[[], None]:
+    """Hand every client accepted on `listener` (non-blocking) to `take`; give the function that stops accepting.
+
+    For servers that accept by hand (seqpacket, which asyncio refuses; TLS, whose handshake must
+    count as a connection): up to 64 clients a wake-up, so one busy listener cannot starve the loop.
+    """
+
+    def acceptable() -> None:
+        for _ in range(64):
+            try:
+                sock, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE and friends: try again on the next wake-up
+                return
+            sock.setblocking(False)
+            take(sock)
+
+    loop.add_reader(listener.fileno(), acceptable)
+
+    def stop() -> None:
+        loop.remove_reader(listener.fileno())
+
+    return stop

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .hub import SLOW_RECEIVER
+from .listeners import accept_clients
 from .modes import StreamSession
 
 
@@ -143,21 +144,4 @@ class PacketTransport(asyncio.Transport):
 
 def serve_packets(loop: asyncio.AbstractEventLoop, listener: socket.socket, factory: Callable[[], StreamSession]) -> Callable[[], None]:
     """Accept seqpacket clients on `listener`; give the function that stops accepting."""
-
-    def acceptable() -> None:
-        for _ in range(64):
-            try:
-                conn, _addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EMFILE and friends: try again on the next wake-up
-                return
-            conn.setblocking(False)
-            PacketTransport(loop, conn, factory())
-
-    loop.add_reader(listener.fileno(), acceptable)
-
-    def stop() -> None:
-        loop.remove_reader(listener.fileno())
-
-    return stop
+    return accept_clients(loop, listener, lambda conn: PacketTransport(loop, conn, factory()))

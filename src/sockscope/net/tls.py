@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .hub import Hub
+from .listeners import accept_clients
 from .modes import StreamSession
 
 
@@ -77,30 +78,17 @@ def serve_tls(
 ) -> Callable[[], None]:
     """Accept TLS clients on `listener` (their handshakes under way go in `handshakes`); give the function that stops accepting."""
 
-    def acceptable() -> None:
-        for _ in range(64):
-            try:
-                sock, _address = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # EMFILE and friends: try again on the next wake-up
-                return
-            sock.setblocking(False)
-            session = make_session()
-            shim = Handshaking(sock)
-            if not session.arrived(shim):
-                sock.close()
-                continue
-            shim.task = task = loop.create_task(_handshake(hub, sock, session, shim, context))
-            handshakes.add(task)
-            task.add_done_callback(handshakes.discard)
+    def take(sock: socket.socket) -> None:
+        session = make_session()
+        shim = Handshaking(sock)
+        if not session.arrived(shim):
+            sock.close()
+            return
+        shim.task = task = loop.create_task(_handshake(hub, sock, session, shim, context))
+        handshakes.add(task)
+        task.add_done_callback(handshakes.discard)
 
-    loop.add_reader(listener.fileno(), acceptable)
-
-    def stop() -> None:
-        loop.remove_reader(listener.fileno())
-
-    return stop
+    return accept_clients(loop, listener, take)
 
 
 async def _handshake(hub: Hub, sock: socket.socket, session: StreamSession, shim: Handshaking, context: Any) -> None:
