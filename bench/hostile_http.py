@@ -120,7 +120,8 @@ def main() -> None:
         with open(os.path.join(root, "small.bin"), "wb") as handle:
             handle.write(os.urandom(1024))
         port = free_port()
-        command = [PY, "-m", "sockscope", "serve", f"127.0.0.1:{port}", "--mode", "http", "--root", root, "--quiet", "--max-conns", "4096", "--max-per-client", "4096"]
+        command = [PY, "-m", "sockscope", "serve", f"127.0.0.1:{port}", "--mode", "http", "--root", root, "--quiet"]
+        command += ["--max-conns", "4096", "--max-per-client", "4096"]
         server = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL)
         try:
             wait_up(port)
