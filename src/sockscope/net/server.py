@@ -110,7 +110,7 @@ async def _run(hub: Hub, listeners: list[socket.socket], ssl_context: Any) -> No
         close()
     for server in datagrams:
         server.stop()
-    hub.emit("stopping", size=len(hub.sessions), detail=f"waiting up to {settings.grace:g}s for {len(hub.sessions)} clients")
+    hub.emit("stopping", size=len(hub.sessions), detail=f"waiting up to {settings.grace:g}s for {_clients(len(hub.sessions))}")
     for session in list(hub.sessions):
         session.stop()
     stop.clear()
@@ -129,7 +129,7 @@ async def _run(hub: Hub, listeners: list[socket.socket], ssl_context: Any) -> No
         await asyncio.sleep(0)
     if hub.idle_sweep:
         hub.idle_sweep.cancel()
-    hub.emit("stopped", detail=f"{hub.count} clients served")
+    hub.emit("stopped", detail=f"{_clients(hub.count)} served")
 
 
 def run_worker(settings: Settings, sink: EventSink, listeners: list[socket.socket], worker: int | None, ssl_context: Any) -> None:
@@ -192,3 +192,7 @@ def _announce(settings: Settings, listeners: list[socket.socket], sink: EventSin
         if sock.family != socket.AF_UNIX and sock.getsockname()[0] in ("0.0.0.0", "::"):
             sink(Event("warning", detail=f"listening on all interfaces ({sockaddr_text(sock.getsockname())}): other hosts can connect"))
             break
+
+
+def _clients(count: int) -> str:
+    return f"{count} client" if count == 1 else f"{count} clients"
