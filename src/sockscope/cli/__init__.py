@@ -112,8 +112,32 @@ def _parse(words: list[str], env: Environment) -> argparse.Namespace:
     return args
 
 
+def hold_standard_streams() -> None:
+    """Put /dev/null, opened for reading only, on a closed stdin, stdout or stderr.
+
+    Otherwise the next socket we open would become descriptor 0, 1 or 2, and the bytes meant for
+    the output would go to a peer. Read-only, writing it still fails with EBADF as on the closed
+    descriptor: output nobody can receive is an error (as `ls` and `cat` say), never a silent success.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDONLY)
+            if opened != fd:  # a lower descriptor was free: ours is not the one the command uses
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (the process's own stream)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; give the exit status."""
+    hold_standard_streams()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list in (["--version"], ["-V"]):  # the cheapest answer there is
         return _version()
@@ -160,18 +184,21 @@ def _version() -> int:
     except BrokenPipeError:
         _silence_stdout()
     except OSError as error:
-        if sys.stderr is not None:
+        try:
             sys.stderr.write(f"sockscope: cannot write the output: {error.strerror}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            _silence_stdout(2)
         _silence_stdout()
         return ExitCode.RUNTIME
     return ExitCode.OK
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the output still buffered cannot fail again at exit."""
+def _silence_stdout(fd: int = 1) -> None:
+    """Point stdout (or `fd`) at /dev/null, so that what is still buffered cannot fail again at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
+        os.dup2(devnull, fd)
         os.close(devnull)
     except (OSError, ValueError):
         pass
@@ -182,4 +209,4 @@ def _report(env: Environment, message: str) -> None:
         env.error(message)
         env.stderr.flush()
     except (OSError, ValueError):
-        pass  # stderr is gone too: the exit status is all that is left
+        _silence_stdout(2)  # stderr is gone too: the exit status is all that is left

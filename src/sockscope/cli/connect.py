@@ -119,20 +119,6 @@ def bridge_options(args: argparse.Namespace, kind: str) -> Any:
     )
 
 
-def hold_standard_streams() -> None:
-    """Put /dev/null on a closed stdin or stdout, so that the socket we open next cannot become fd 0 or 1."""
-    import os
-
-    for fd in (0, 1):
-        try:
-            os.fstat(fd)
-        except OSError:
-            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
-            if opened != fd:  # a lower descriptor was free: ours is not the one the bridge reads
-                os.dup2(opened, fd)
-                os.close(opened)
-
-
 def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
     """Bridge stdin/stdout with a connected socket; give why it ended (ConnectFailed when input was lost)."""
     from ..net.bridge import bridge
@@ -183,7 +169,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError("connect does not listen: use 'sockscope listen PORT' (nc -l's twin)")
     if args.zero_io:
         return _zero_io(args, env)
-    hold_standard_streams()
     if len(args.ports) > 1:
         raise UsageError("several ports are only for -z; write HOST PORT or HOST:PORT")
     address = target_address(args, args.target, args.ports[0] if args.ports else None)

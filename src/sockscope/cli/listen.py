@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..errors import ConnectFailed, ExitCode, UsageError
-from .connect import add_bridge_options, bridge_options, hold_standard_streams, run_bridge, target_address
+from .connect import add_bridge_options, bridge_options, run_bridge, target_address
 from .environment import Environment
 
 
@@ -53,7 +53,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
     address = listen_address(args)
     options = bridge_options(args, address.kind)
-    hold_standard_streams()
     listener = listen_socket(address)
     path = address.path if address.is_unix and not (address.path or "").startswith("@") else None
     try:
