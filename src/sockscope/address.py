@@ -54,6 +54,10 @@ class Address(NamedTuple):
         return f"{self.kind}://{shown}:{self.port}"
 
 
+# the 108 bytes of sun_path in struct sockaddr_un less one: a path's final NUL, an abstract name's leading one
+UNIX_PATH_MAX = 107
+
+
 def parse_port(text: str, what: str = "port") -> int:
     """Give a port 1-65535 from text, or raise UsageError naming the bad text."""
     if not text.isdigit():
@@ -98,6 +102,9 @@ def parse_address(
             raise UsageError(f"{text!r}: the unix socket path is empty")
         if "\0" in spec:
             raise UsageError(f"{text!r}: a unix socket path cannot hold a NUL byte")
+        size = len(spec.removeprefix("@").encode("utf-8", "surrogateescape"))
+        if size > UNIX_PATH_MAX:
+            raise UsageError(f"{text!r}: the unix socket path is {size} bytes; the kernel takes at most {UNIX_PATH_MAX} (use a shorter path)")
         return Address(kind, path=spec)
     if not spec:
         raise UsageError(f"{text!r}: no host or port")

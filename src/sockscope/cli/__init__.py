@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import gc
 import importlib
+import math
 import os
 import sys
 
@@ -48,6 +49,22 @@ _WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 # Commands that finish in a moment: the cyclic garbage collector is paused for them (their
 # tens of thousands of records hold no cycles, and collecting them costs a third of `ls`).
 SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion"})
+
+
+LONGEST = 1e9  # seconds: about 31 years, and still within what a socket timeout can hold
+
+
+def seconds(text: str) -> float:
+    """Give a number of seconds from an option's text; `nan`, `inf` and more than LONGEST are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -LONGEST <= value <= LONGEST:  # also false for nan
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (at most {LONGEST:.0f})")
+    return value
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import sys
 from typing import Any, Literal
 
 from ..errors import ExitCode, UsageError
+from . import seconds
 from .environment import Environment
 
 
@@ -14,11 +15,11 @@ def add_bridge_options(p: Any) -> None:
     """The options `connect` and `listen` share (nc's letters where nc has one)."""
     p.add_argument("-u", "--udp", action="store_true", help="UDP instead of TCP (each input read is one datagram, cut at 65507 bytes)")
     p.add_argument("-U", "--unix", action="store_true", help="the address is a unix socket path (with -u: unix-dgram), as nc -U")
-    p.add_argument("-w", "--timeout", type=float, metavar="S", help="give up connecting after S seconds, and end after S seconds of silence")
+    p.add_argument("-w", "--timeout", type=seconds, metavar="S", help="give up connecting after S seconds, and end after S seconds of silence")
     p.add_argument(
         "-q",
         "--quit-after",
-        type=float,
+        type=seconds,
         metavar="S",
         help="quit S seconds after the input was sent, even if the peer has not closed (default: wait for it; udp and unix-dgram: 2; -1: wait)",
     )

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from ..errors import ExitCode, SockscopeError, UsageError
+from . import seconds
 from .environment import Environment
 
 
@@ -20,7 +21,7 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("port", metavar="PORT", help="the port (1-65535, :PORT, PORT/tcp or PORT/udp as fuser takes it)")
     p.add_argument("-s", "--signal", default="TERM", help="the first signal (default TERM)")
-    p.add_argument("-t", "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait before SIGKILL (default 5)")
+    p.add_argument("-t", "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait before SIGKILL (default 5)")
     p.add_argument("-u", "--udp", action="store_true", help="a UDP port instead of TCP")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 

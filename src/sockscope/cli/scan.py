@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from ..errors import ExitCode, UsageError
+from . import seconds
 from .environment import Environment
 
 
@@ -35,9 +36,9 @@ def add_parser(commands: Any) -> None:
     kind.add_argument("-sS", "--syn", dest="syn", action="store_true", help="TCP SYN scan on raw sockets (root)")
     p.add_argument("-sU", "--udp", action="store_true", help="scan UDP ports (with TCP too when -sT or -sS is given)")
     p.add_argument("--banner", action="store_true", help="read what open TCP ports say first (or answer to GET /) and name them")
-    p.add_argument("--banner-timeout", type=float, default=2.0, metavar="S", help="longest wait for a banner (default 2)")
+    p.add_argument("--banner-timeout", type=seconds, default=2.0, metavar="S", help="longest wait for a banner (default 2)")
     p.add_argument("--all", action="store_true", help="list closed and filtered ports too")
-    p.add_argument("--timeout", type=float, metavar="S", help="longest wait for one connect (default: adaptive, 0.1-10 s)")
+    p.add_argument("--timeout", type=seconds, metavar="S", help="longest wait for one connect (default: adaptive, 0.1-10 s)")
     p.add_argument("--retries", type=int, default=1, metavar="N", help="tries again after no answer (default 1)")
     p.add_argument("--rate", type=float, metavar="N", help="at most N connects per second")
     p.add_argument("--concurrency", type=int, default=2048, metavar="N", help="connects in flight at once (default 2048)")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     for name in ("retries", "concurrency"):
         if getattr(args, name) < (0 if name == "retries" else 1):
             raise UsageError(f"--{name} is too small")
-    if (args.timeout is not None and args.timeout <= 0) or (args.rate is not None and args.rate <= 0):
+    if (args.timeout is not None and not args.timeout > 0) or (args.rate is not None and not args.rate > 0):
         raise UsageError("--timeout and --rate must be more than 0")
     timing = Timing(concurrency=args.concurrency, retries=args.retries, rate=args.rate)
     if args.timeout:

@@ -9,6 +9,7 @@ import time
 from typing import IO, Any
 
 from ..errors import ExitCode, UsageError
+from . import seconds
 from .environment import Environment
 from .serving_log import OutputBuffer
 
@@ -35,23 +36,26 @@ def add_parser(commands: Any) -> None:
         metavar="N",
         help="connections at once from one client address (one uid over unix); more are refused (default: max-conns / 8, at least 16 or max-conns)",
     )
-    p.add_argument("--idle-timeout", type=float, metavar="S", help="drop a client silent for S seconds (default: never; http: 30)")
+    p.add_argument("--idle-timeout", type=seconds, metavar="S", help="drop a client silent for S seconds (default: never; http: 30)")
     p.add_argument(
         "--request-timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="S",
         help="http: a request must arrive whole, TLS: a handshake must finish, within S seconds (default 10)",
     )
     p.add_argument("--max-line", type=int, default=64 * 1024, metavar="BYTES", help="chat: longest line (default 65536)")
     p.add_argument("--max-request", type=int, default=64 * 1024, metavar="BYTES", help="http: largest request head (default 65536)")
-    p.add_argument("--workers", default="1", metavar="N", help="processes sharing the port through SO_REUSEPORT ('auto': one per core)")
+    p.add_argument("--workers", default="1", metavar="N", help="processes sharing the port through SO_REUSEPORT ('auto': one per core; at most 8 per core)")
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="speak TLS with this certificate chain and key (PEM)")
-    p.add_argument("--grace", type=float, default=2.0, metavar="S", help="on stop, seconds clients get to finish (default 2)")
+    p.add_argument("--grace", type=seconds, default=2.0, metavar="S", help="on stop, seconds clients get to finish (default 2)")
     p.add_argument("--backlog", type=int, default=1024, metavar="N", help="listen() backlog (default 1024)")
     p.add_argument("--json", action="store_true", help="one JSON object per event (listening, connect, data, close, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-data events: only connects and closes")
     p.add_argument("--trace", action="store_true", help="narrate each system call: socket, bind, listen, accept, recv, send, close")
+
+
+MOST_WORKERS_PER_CORE = 8
 
 
 def _workers(text: str) -> int:
@@ -59,6 +63,9 @@ def _workers(text: str) -> int:
         return len(os.sched_getaffinity(0))
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"--workers {text!r}: give a number of at least 1, or 'auto'")
+    cores = len(os.sched_getaffinity(0))
+    if int(text) > MOST_WORKERS_PER_CORE * cores:  # each is a process of its own: thousands would only exhaust the host
+        raise UsageError(f"--workers {text}: at most {MOST_WORKERS_PER_CORE} per core ({MOST_WORKERS_PER_CORE * cores} on {cores} cores)")
     return int(text)
 
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import ExitCode, NothingFound, UsageError
+from . import seconds
 from .environment import Environment
 
 
@@ -22,8 +23,8 @@ def add_parser(commands: Any) -> None:
         epilog="Examples: 'sockscope wait db:5432 redis:6379 -- ./start.sh', 'sockscope wait unix:/run/app.sock -t 10'.",
     )
     p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="HOST:PORT, :PORT, [::1]:PORT, tcp://..., unix:PATH, seqpacket:PATH")
-    p.add_argument("-t", "--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (default 30)")
-    p.add_argument("-i", "--interval", type=float, default=0.25, metavar="S", help="seconds between tries (default 0.25)")
+    p.add_argument("-t", "--timeout", type=seconds, default=30.0, metavar="S", help="give up after S seconds (default 30)")
+    p.add_argument("-i", "--interval", type=seconds, default=0.25, metavar="S", help="seconds between tries (default 0.25)")
     p.add_argument("-q", "--quiet", action="store_true", help="say nothing on success")
 
 

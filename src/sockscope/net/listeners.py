@@ -47,7 +47,10 @@ def syscall(narrate: Narrate | None, text: str, call: Callable[[], Any], shown: 
 
 def _new_socket(family: int, kind: int, narrate: Narrate | None) -> socket.socket:
     text = f"socket({_FAMILIES.get(family, family)}, {_TYPES.get(kind, kind)}|SOCK_NONBLOCK|SOCK_CLOEXEC, 0)"
-    return syscall(narrate, text, lambda: socket.socket(family, kind | socket.SOCK_NONBLOCK), lambda s: f"fd {s.fileno()}")  # type: ignore[no-any-return]
+    try:
+        return syscall(narrate, text, lambda: socket.socket(family, kind | socket.SOCK_NONBLOCK), lambda s: f"fd {s.fileno()}")  # type: ignore[no-any-return]
+    except OSError as exc:  # EMFILE: out of descriptors (many workers, a low ulimit -n)
+        raise SockscopeError(f"cannot open a socket: {exc.strerror}") from None
 
 
 def _setopt(sock: socket.socket, level: int, name: int, level_text: str, name_text: str, narrate: Narrate | None) -> None:
@@ -170,7 +173,7 @@ def open_unix(address: Address, *, backlog: int, narrate: Narrate | None) -> soc
                 raise AddressInUse(f"{shown} is already in use") from None
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise PermissionDenied(f"cannot create {shown}: permission denied") from None
-            raise SockscopeError(f"cannot bind {shown}: {exc.strerror}") from None
+            raise SockscopeError(f"cannot bind {shown}: {exc.strerror or exc}") from None
         if kind != socket.SOCK_DGRAM:
             syscall(narrate, f"listen(fd {sock.fileno()}, {backlog})", lambda: sock.listen(backlog))
     except BaseException:
