@@ -98,7 +98,7 @@ class ChatRoom:
         held, self.held = self.held, set()
         for sender in held:
             if not sender.transport.is_closing():
-                sender.transport.resume_reading()
+                sender.resume()
 
     def send_to(self, member: ChatSession, end: int) -> None:
         start = member.seen - self.first
@@ -155,12 +155,13 @@ class ChatRoom:
 class ChatSession(StreamSession):
     """Every line a client sends goes to all the others, after the sender's address."""
 
-    __slots__ = ("name", "own", "paused", "pending", "room", "seen", "seen_bytes")
+    __slots__ = ("ended", "name", "own", "paused", "pending", "room", "seen", "seen_bytes")
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self.pending = b""
         self.paused = False
+        self.ended = False  # the client shut down its writing side
         self.seen = self.seen_bytes = 0
         self.own = 0  # bytes of its own lines past its cursor: skipped, not owed to it
         self.name = b""
@@ -178,16 +179,43 @@ class ChatSession(StreamSession):
         self.rx += len(data)
         if self.hub.watching:
             self.received(data)
-        lines = (self.pending + data).split(b"\n")
-        self.pending = lines.pop()
-        longest = self.hub.settings.max_line
-        if len(self.pending) > longest or any(len(line) > longest for line in lines):
+        self.pending += data
+        self.post_lines()
+
+    def post_lines(self) -> None:
+        """Post the complete lines received, until the room has taken a batch since its last flush.
+
+        The rest waits here, with reading paused, for the next flush: one read of 256 KiB of empty
+        lines is 262,144 messages, each far larger in memory than its byte on the wire.
+        """
+        room, pending, longest = self.room, self.pending, self.hub.settings.max_line
+        start = 0
+        while room.posted <= BATCH:
+            end = pending.find(b"\n", start, start + longest + 1)
+            if end < 0:
+                break
+            room.post(self, b"[" + self.name + b"] " + pending[start:end].removesuffix(b"\r") + b"\n")
+            start = end + 1
+        self.pending = pending[start:]
+        if room.posted <= BATCH and len(self.pending) > longest:  # no line end within the longest line allowed
             self.send(b"* line too long: closing\n")
             self.drop(f"line longer than {longest} bytes")
             return
-        for line in lines:
-            self.room.post(self, b"[" + self.name + b"] " + line.removesuffix(b"\r") + b"\n")
-        self.room.hold(self)
+        room.hold(self)
+        if self.ended and self not in room.held:
+            self.drop("client closed")
+
+    def resume(self) -> None:
+        """The room flushed: post what waits, then read again (unless a batch was posted meanwhile)."""
+        self.post_lines()
+        if self not in self.room.held and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        super().eof_received()
+        self.ended = True
+        # held: the lines it sent before its end are still posted (post_lines closes it after them)
+        return self in self.room.held
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None and self in self.hub.sessions:

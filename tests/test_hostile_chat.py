@@ -1,0 +1,65 @@
+"""`serve --mode chat` against a flood of empty lines: each is a message of its own in the room."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+from serving import port, serving
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def test_a_flood_of_empty_lines_while_others_never_read_keeps_memory_bounded() -> None:
+    number = port()
+    with serving(f"127.0.0.1:{number}", "--mode", "chat", "-q") as served:
+        silent = [socket.create_connection(("127.0.0.1", number)) for _ in range(30)]
+        flooders = [socket.create_connection(("127.0.0.1", number)) for _ in range(4)]
+        reader = socket.create_connection(("127.0.0.1", number))
+        for sock in (*flooders, reader):
+            sock.setblocking(False)
+        flood = b"\n" * 65536
+        peak = sent = heard = 0
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            for sock in flooders:
+                with contextlib.suppress(BlockingIOError, ConnectionError):
+                    sent += sock.send(flood)
+            for sock in (*flooders, reader):
+                try:
+                    while chunk := sock.recv(1 << 20):
+                        heard += len(chunk) if sock is reader else 0
+                except (BlockingIOError, ConnectionError):
+                    pass
+            peak = max(peak, _rss_kib(served.process.pid))
+        for sock in (*silent, *flooders, reader):
+            sock.close()
+        assert heard > 1 << 20, "a reader that reads is still served"
+        assert peak < 200 * 1024, f"{sent >> 20} MiB of empty lines made the server {peak >> 10} MiB large"
+
+
+def test_lines_sent_just_before_the_end_still_reach_a_reader() -> None:
+    number = port()
+    lines = 100_000
+    with serving(f"127.0.0.1:{number}", "--mode", "chat", "-q") as served:
+        reader = socket.create_connection(("127.0.0.1", number))
+        talker = socket.create_connection(("127.0.0.1", number))
+        served.wait_for("connect")
+        served.wait_for("connect")
+        talker.sendall(b"".join(b"%d\n" % n for n in range(lines)))
+        talker.shutdown(socket.SHUT_WR)
+        reader.settimeout(10)
+        got = b""
+        while b"] %d\n" % (lines - 1) not in got[-64:]:
+            chunk = reader.recv(1 << 20)
+            assert chunk, "the reader was closed before it got every line"
+            got += chunk
+        said = [line.split(b"] ", 1)[1] for line in got.split(b"\n") if line.startswith(b"[")]
+        assert said == [b"%d" % n for n in range(lines)]
+        assert served.wait_for("close", conn=2)["detail"] == "client closed"
+        reader.close()
+        talker.close()
