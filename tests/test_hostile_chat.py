@@ -63,3 +63,26 @@ def test_lines_sent_just_before_the_end_still_reach_a_reader() -> None:
         assert served.wait_for("close", conn=2)["detail"] == "client closed"
         reader.close()
         talker.close()
+
+
+def test_udp_chat_answers_a_datagram_with_at_most_one_datagram_per_peer() -> None:
+    number = port()
+    with serving(f"udp://127.0.0.1:{number}", "--mode", "chat", "-q") as served:
+        talker, listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        for sock in (listener, talker):
+            sock.bind(("127.0.0.1", 0))
+            sock.sendto(b"hi\n", ("127.0.0.1", number))
+            served.wait_for("connect")
+        listener.settimeout(5)
+        assert b"] hi\n" in listener.recv(70000)  # the talker's greeting
+        talker.sendto(b"\n" * 65507, ("127.0.0.1", number))  # 65,507 lines, each to be sent after the talker's name
+        listener.settimeout(1)
+        received = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                received.append(listener.recv(70000))
+        assert len(received) == 1 and len(received[0]) <= 65507, f"{len(received)} datagrams, {sum(map(len, received))} bytes"
+        assert received[0].startswith(b"[127.0.0.1:") and received[0].endswith(b"] \n")
+        talker.close()
+        listener.close()

@@ -15,7 +15,7 @@ from .hub import Hub, printable_text, process_name
 FANOUT_PER_TURN = 16384
 # a peer whose socket refused this many chat datagrams in a row (it does not read) is forgotten
 REFUSED_IN_A_ROW = 64
-LARGEST = 65000  # a chat datagram is cut at line ends to stay under the UDP limit
+LARGEST = 65000  # a chat datagram is cut at a line end to stay under the UDP limit; the lines after are not sent
 
 
 class Peer:
@@ -103,13 +103,14 @@ class DatagramServer:
         if self.mode == "echo":
             self.send(peer, data)
         elif self.mode == "chat":
-            # one datagram to each other peer for all the lines of this one, not one per line
+            # one datagram to each other peer for all the lines of this one, not one per line, and never
+            # more: with the name before each line, 64 KiB of empty lines would be 1.2 MiB to send to each
             prefix = b"[" + printable_text(peer.name).encode() + b"] "
-            for message in _pieces([prefix + line + b"\n" for line in data.splitlines()]):
-                for other in list(self.peers.values()):
-                    if other is not peer:
-                        self.fanout += 1
-                        self.send(other, message, chat=True)
+            message = _fitting([prefix + line + b"\n" for line in data.splitlines()])
+            for other in list(self.peers.values()):
+                if other is not peer:
+                    self.fanout += 1
+                    self.send(other, message, chat=True)
 
     def send(self, peer: Peer, data: bytes, chat: bool = False) -> None:
         if peer.address is None:
@@ -144,17 +145,11 @@ class DatagramServer:
         self.hub.emit("close", conn=peer.conn, peer=peer.name, sent=peer.tx, received=peer.rx, seconds=seconds, detail=reason)
 
 
-def _pieces(lines: list[bytes]) -> list[bytes]:
-    """Give `lines` joined into datagrams of at most LARGEST bytes (a longer line is cut)."""
-    pieces: list[bytes] = []
-    current: list[bytes] = []
+def _fitting(lines: list[bytes]) -> bytes:
+    """Give the first of `lines` that fit in one datagram of at most LARGEST bytes (a longer first line is cut)."""
     size = 0
-    for line in lines:
-        if size + len(line) > LARGEST and current:
-            pieces.append(b"".join(current))
-            current, size = [], 0
-        current.append(line[:LARGEST])
-        size += len(current[-1])
-    if current:
-        pieces.append(b"".join(current))
-    return pieces
+    for count, line in enumerate(lines):
+        if size + len(line) > LARGEST:
+            return b"".join(lines[:count]) if count else line[:LARGEST]
+        size += len(line)
+    return b"".join(lines)
