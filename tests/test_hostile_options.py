@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from conftest import sockscope
+from conftest import needs_root, sockscope
 from serving import port
 
 
@@ -45,3 +48,23 @@ def test_a_unix_path_too_long_for_the_kernel_is_a_usage_error_naming_the_limit(c
     assert "Traceback" not in result.stderr
     assert result.returncode == 2, result.stderr
     assert "107" in result.stderr and "None" not in result.stderr
+
+
+@needs_root
+def test_a_unix_path_in_a_directory_the_user_cannot_search_is_a_permission_error(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    tmp_path.chmod(0o755)
+    result = sockscope("serve", f"unix:{private}/s.sock", user="65534")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "permission denied" in result.stderr.lower()
+
+
+def test_http_mode_without_its_parser_installed_says_so_before_listening(tmp_path: Path) -> None:
+    # a python that cannot import httptools (another interpreter, or a user who cannot read site-packages)
+    (tmp_path / "httptools.py").write_text("raise ImportError('not installed here')\n")
+    result = sockscope("serve", "-m", "http", f"127.0.0.1:{port()}", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 5, result.stderr
+    assert "httptools" in result.stderr and "listening" not in result.stdout

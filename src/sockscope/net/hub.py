@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..address import Address
-from ..errors import UsageError
+from ..errors import SockscopeError, UsageError
 from .listeners import Narrate
 
 MODES = ("print", "echo", "discard", "chat", "http")
@@ -89,6 +89,10 @@ def check(settings: Settings) -> None:
             raise UsageError("--mode http needs a stream socket (tcp:// or unix:)")
         if not settings.root or not os.path.isdir(settings.root):
             raise UsageError(f"--root {settings.root!r} is not a directory")
+        try:
+            import httptools  # noqa: F401 (checked here, before listening, not at the first client)
+        except ImportError as exc:
+            raise SockscopeError(f"--mode http needs the httptools package, which this python cannot import ({exc})") from None
     if settings.tls and kind not in ("tcp", "unix"):
         raise UsageError("--tls needs a stream socket (tcp:// or unix:)")
     if settings.mode == "chat" and settings.workers > 1:

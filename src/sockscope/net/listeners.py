@@ -153,6 +153,8 @@ def open_unix(address: Address, *, backlog: int, narrate: Narrate | None) -> soc
             info = os.lstat(name)
         except FileNotFoundError:
             info = None
+        except PermissionError:
+            raise PermissionDenied(f"cannot use {name}: permission denied (a directory on the way cannot be searched)") from None
         except OSError as exc:
             raise SockscopeError(f"cannot use {name}: {exc.strerror}") from None
         if info is not None:
