@@ -68,3 +68,11 @@ def test_http_mode_without_its_parser_installed_says_so_before_listening(tmp_pat
     assert "Traceback" not in result.stderr
     assert result.returncode == 5, result.stderr
     assert "httptools" in result.stderr and "listening" not in result.stdout
+
+
+@pytest.mark.parametrize("ca_file", ["/etc/passwd", "/nonexistent/ca.pem"])
+def test_a_ca_file_that_holds_no_certificate_is_a_usage_error(ca_file: str) -> None:
+    result = sockscope("connect", "--tls", "--ca-file", ca_file, "127.0.0.1", "9")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert ca_file in result.stderr

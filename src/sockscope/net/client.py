@@ -77,7 +77,10 @@ def _wrap(sock: socket.socket, tls: ssl.SSLContext | None, server_name: str | No
 
 def client_tls(insecure: bool, ca_file: str | None = None) -> ssl.SSLContext:
     """Give a client TLS context: verifying certificates and names unless `insecure`."""
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    try:
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-file {ca_file!r}: cannot load CA certificates from it: {exc.strerror or exc}") from None
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
