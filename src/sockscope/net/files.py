@@ -17,6 +17,7 @@ import urllib.parse
 from email.utils import formatdate, parsedate_to_datetime
 from typing import NamedTuple
 
+from .hub import printable_text
 from .jail import Root
 
 HUGE = 10**18  # stands for any number too long to be a byte position of a real file
@@ -158,6 +159,15 @@ def _content_type(name: str) -> bytes:
     return kind.encode()
 
 
+def _shown(name: str) -> str:
+    """Give a file name as listing text: control characters and bytes that are not UTF-8 escaped as in the log, then HTML-escaped.
+
+    A name may hold anything but '/' and NUL; shown raw, `curl URL` would put its escape
+    sequences on the reader's terminal, and its undecodable bytes would break the page's UTF-8.
+    """
+    return html.escape(printable_text(name))
+
+
 def _entry(root: Root, parts: list[str], directory: int, name: str) -> str:
     """Give one row of a listing; a link that leads outside the root (or nowhere) shows no size or date."""
     href_name = urllib.parse.quote(os.fsencode(name))
@@ -169,7 +179,7 @@ def _entry(root: Root, parts: list[str], directory: int, name: str) -> str:
         try:
             fd = root.open([*parts, name], os.O_PATH | os.O_CLOEXEC)
         except OSError:
-            return f'<tr><td><a href="{html.escape(href_name)}">{html.escape(name)}</a></td><td></td><td></td></tr>'
+            return f'<tr><td><a href="{html.escape(href_name)}">{_shown(name)}</a></td><td></td><td></td></tr>'
         try:
             info = os.fstat(fd)
         finally:
@@ -179,7 +189,7 @@ def _entry(root: Root, parts: list[str], directory: int, name: str) -> str:
     href = href_name + ("/" if is_dir else "")
     size = "" if is_dir else str(info.st_size)
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
-    return f'<tr><td><a href="{html.escape(href)}">{html.escape(label)}</a></td><td>{size}</td><td>{when}</td></tr>'
+    return f'<tr><td><a href="{html.escape(href)}">{_shown(label)}</a></td><td>{size}</td><td>{when}</td></tr>'
 
 
 def listing(root: Root, parts: list[str], directory: int) -> Reply:
@@ -188,7 +198,7 @@ def listing(root: Root, parts: list[str], directory: int) -> Reply:
         names = sorted(os.listdir(directory), key=lambda n: (n.lower(), n))
     except OSError as exc:
         return page(403, f"cannot list this directory: {exc.strerror}")
-    shown = html.escape("/" + "".join(part + "/" for part in parts))
+    shown = _shown("/" + "".join(part + "/" for part in parts))
     rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>'] if parts else []
     rows += [row for name in names if (row := _entry(root, parts, directory, name))]
     body = (

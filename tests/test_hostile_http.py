@@ -1,0 +1,26 @@
+"""`serve --mode http` facing file names chosen to attack whoever reads the listing in a terminal."""
+
+from __future__ import annotations
+
+import http.client
+import os
+from pathlib import Path
+
+from serving import port, serving
+
+
+def test_a_listing_shows_control_characters_and_bytes_that_are_not_utf8_escaped(tmp_path: Path) -> None:
+    name = b"title\x1b]0;pwned\x07\xff\x9b.txt"
+    with open(os.path.join(os.fsencode(tmp_path), name), "wb") as handle:
+        handle.write(b"inside\n")
+    number = port()
+    with serving(f"127.0.0.1:{number}", "--mode", "http", "--root", str(tmp_path), "-q"):
+        conn = http.client.HTTPConnection("127.0.0.1", number, timeout=10)
+        conn.request("GET", "/")
+        body = conn.getresponse().read()
+        text = body.decode("utf-8")  # the page says charset=utf-8: it must be
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in text), text
+        assert "title\\x1b]0;pwned\\x07\\xff\\x9b.txt" in text
+        conn.request("GET", "/title%1B%5D0%3Bpwned%07%FF%9B.txt")  # the link still leads to the file
+        assert conn.getresponse().read() == b"inside\n"
+        conn.close()
