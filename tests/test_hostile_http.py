@@ -24,3 +24,23 @@ def test_a_listing_shows_control_characters_and_bytes_that_are_not_utf8_escaped(
         conn.request("GET", "/title%1B%5D0%3Bpwned%07%FF%9B.txt")  # the link still leads to the file
         assert conn.getresponse().read() == b"inside\n"
         conn.close()
+
+
+def test_a_root_removed_and_made_again_is_served_anew(tmp_path: Path) -> None:
+    # static site generators do `rm -rf site && mkdir site` on each build
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.txt").write_bytes(b"first build\n")
+    number = port()
+    with serving(f"127.0.0.1:{number}", "--mode", "http", "--root", str(root), "-q"):
+        conn = http.client.HTTPConnection("127.0.0.1", number, timeout=10)
+        conn.request("GET", "/index.txt")
+        assert conn.getresponse().read() == b"first build\n"
+        (root / "index.txt").unlink()
+        root.rmdir()
+        root.mkdir()
+        (root / "index.txt").write_bytes(b"second build\n")
+        conn.request("GET", "/index.txt")
+        answer = conn.getresponse()
+        assert (answer.status, answer.read()) == (200, b"second build\n")
+        conn.close()

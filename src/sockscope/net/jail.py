@@ -145,8 +145,25 @@ _ROOTS: dict[str, Root] = {}
 
 
 def root_of(path: str) -> Root:
-    """Give the Root for a directory, opened once per process and kept open."""
+    """Give the Root for a directory, opened once per process and kept open while `path` names it.
+
+    When `path` names another directory now (removed and made again, as a site generator does
+    on each build), that one is opened: the one held open would only ever be empty.
+    """
     found = _ROOTS.get(path)
-    if found is None:
-        found = _ROOTS[path] = Root(path)
+    if found is not None:
+        try:
+            now, held = os.stat(path), os.fstat(found.fd)
+        except OSError:  # gone for now: the old one still answers (404s)
+            return found
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return found
+        try:
+            fresh = Root(path)
+        except OSError:
+            return found
+        found.close()
+        found = _ROOTS[path] = fresh
+        return found
+    found = _ROOTS[path] = Root(path)
     return found
