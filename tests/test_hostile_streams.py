@@ -73,3 +73,24 @@ def test_connect_with_stdout_closed_does_not_call_lost_data_a_success() -> None:
             _out, err = process.communicate(timeout=10)
     assert b"Traceback" not in err, err.decode()
     assert process.returncode == 5
+
+
+def test_listen_verbose_shows_a_peer_path_with_escapes_escaped(tmp_path: object) -> None:
+    directory = os.fsencode(str(tmp_path))
+    path = os.path.join(directory, b"l.sock")
+    process = _sockscope("listen", "-v", "unix:" + os.fsdecode(path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < end:
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.bind(os.path.join(directory, b"c\x1b]0;pwned\x07\xff"))
+            client.connect(path)
+            client.sendall(b"x")
+        _out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert b"\x1b" not in err and b"\x07" not in err, err
+    assert b"c\\x1b]0;pwned\\x07\\xff" in err

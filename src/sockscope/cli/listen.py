@@ -61,7 +61,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         while True:
             conn, peer = accept(listener, args.timeout)
             if args.verbose:
-                env.stderr.write(f"sockscope: connection from {peer}\n")
+                from ..net.hub import printable_text
+
+                # a unix peer names itself: its path may hold escape sequences meant for this terminal
+                env.stderr.write(f"sockscope: connection from {printable_text(peer)}\n")
             try:
                 run_bridge(conn, options, env, args.verbose)
             except ConnectFailed as lost:

@@ -161,7 +161,9 @@ def _unix_peer(conn: socket.socket) -> str:
 
 
 def describe(sock: Any) -> str:
-    """Give `local -> peer` of a connected socket."""
+    """Give `local -> peer` of a connected socket, safe to show on a terminal (unix names escaped)."""
+    from .hub import printable_text
+
     with contextlib.suppress(OSError):
-        return f"{sockaddr_text(sock.getsockname())} -> {sockaddr_text(sock.getpeername())}"
+        return printable_text(f"{sockaddr_text(sock.getsockname())} -> {sockaddr_text(sock.getpeername())}")
     return "?"
