@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 
@@ -86,3 +87,40 @@ def test_udp_chat_answers_a_datagram_with_at_most_one_datagram_per_peer() -> Non
         assert received[0].startswith(b"[127.0.0.1:") and received[0].endswith(b"] \n")
         talker.close()
         listener.close()
+
+
+def test_a_flooder_does_not_keep_other_talkers_out_of_the_chat() -> None:
+    number = port()
+    with serving(f"127.0.0.1:{number}", "--mode", "chat", "-q") as served:
+        flooders = [socket.create_connection(("127.0.0.1", number)) for _ in range(3)]
+        talker = socket.create_connection(("127.0.0.1", number))
+        reader = socket.create_connection(("127.0.0.1", number))
+        for _ in range(5):
+            served.wait_for("connect")
+        for sock in (*flooders, reader, talker):
+            sock.setblocking(False)
+        talker_name = talker.getsockname()[1]
+        said = 0
+        heard: set[bytes] = set()
+        tail = b""
+        end = time.monotonic() + 4
+        next_line = time.monotonic()
+        while time.monotonic() < end:
+            for sock in flooders:
+                with contextlib.suppress(BlockingIOError, ConnectionError):
+                    sock.send(b"\n" * 65536)
+            if time.monotonic() >= next_line:
+                with contextlib.suppress(BlockingIOError):
+                    talker.send(b"talking %d\n" % said)
+                    said += 1
+                next_line += 0.1
+            for sock in (*flooders, talker, reader):
+                with contextlib.suppress(BlockingIOError, ConnectionError):
+                    while chunk := sock.recv(1 << 20):
+                        if sock is reader:
+                            text = tail + chunk
+                            heard.update(re.findall(b":%d] talking (\\d+)\n" % talker_name, text))
+                            tail = text[-64:]
+        for sock in (*flooders, talker, reader):
+            sock.close()
+        assert said > 20 and len(heard) >= said - 10, f"the reader heard {len(heard)} of the {said} lines the talker said"

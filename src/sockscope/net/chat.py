@@ -41,7 +41,7 @@ class ChatRoom:
         self.flushed = self.swept = 0.0
         self.swept_total = 0
         self.posted = 0  # bytes posted since the last flush
-        self.held: set[ChatSession] = set()  # senders not read until the next flush
+        self.held: dict[ChatSession, None] = {}  # senders not read until the next flush, in the order they get their turn
 
     def join(self, member: ChatSession) -> None:
         member.seen, member.seen_bytes = self.first + len(self.messages), self.total
@@ -77,7 +77,7 @@ class ChatRoom:
         reader would end up dropped as too slow."""
         if self.posted > BATCH and not sender.transport.is_closing():
             sender.transport.pause_reading()
-            self.held.add(sender)
+            self.held[sender] = None
 
     def wake(self) -> None:
         if self.flushing is None:
@@ -95,8 +95,11 @@ class ChatRoom:
                 self.send_to(member, end)
         if self.total - self.swept_total > PER_RECEIVER // 4 or now - self.swept > SWEEP_EVERY:
             self.sweep(now)
-        held, self.held = self.held, set()
-        for sender in held:
+        held, self.held = list(self.held), {}
+        for turn, sender in enumerate(held):
+            if self.posted > BATCH:  # those before took this flush's batch: the others go first next time
+                self.held = dict.fromkeys(held[turn:]) | self.held
+                break
             if not sender.transport.is_closing():
                 sender.resume()
 
