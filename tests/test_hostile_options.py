@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,17 @@ def test_a_ca_file_that_holds_no_certificate_is_a_usage_error(ca_file: str) -> N
     assert "Traceback" not in result.stderr
     assert result.returncode == 2, result.stderr
     assert ca_file in result.stderr
+
+
+def test_an_encrypted_tls_key_is_a_clear_error_without_a_prompt(tmp_path: Path) -> None:
+    key, cert = tmp_path / "enc.key", tmp_path / "enc.pem"
+    subprocess.run(["openssl", "genrsa", "-aes128", "-passout", "pass:secret", "-out", str(key), "2048"], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-key", str(key), "-passin", "pass:secret", "-out", str(cert), "-days", "1", "-subj", "/CN=x"],
+        check=True,
+        capture_output=True,
+    )
+    result = sockscope("serve", "--tls", str(cert), str(key), f"127.0.0.1:{port()}")
+    assert "PEM pass phrase" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "passphrase" in result.stderr and result.stderr.count("\n") == 1

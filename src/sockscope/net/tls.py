@@ -24,13 +24,24 @@ from .listeners import accept_clients
 from .modes import StreamSession
 
 
+class _Encrypted(Exception):
+    """The key asks for a passphrase."""
+
+
+def _encrypted() -> str:
+    raise _Encrypted
+
+
 def tls_context(cert: str, key: str) -> Any:
     """Give a server SSLContext from a certificate chain and key file (UsageError when unreadable)."""
     import ssl
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(cert, key)
+        # no password: OpenSSL would ask for one on the terminal, twice, and then fail with EINVAL
+        context.load_cert_chain(cert, key, password=_encrypted)
+    except _Encrypted:
+        raise UsageError(f"the TLS key {key!r} is encrypted: give one without a passphrase (openssl pkey -in KEY -out PLAIN)") from None
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot load the TLS certificate {cert!r} and key {key!r}: {exc}") from None
     return context
