@@ -76,12 +76,14 @@ class DatagramServer:
 
     def peer(self, address: Any, creds: tuple[int, int] | None) -> Peer:
         key = address if address is not None else ("unnamed", creds)
-        found = self.peers.get(key)
-        if found is None:
+        # the dict is kept in the order peers were last heard (each moves to the end): the first is the one to forget
+        found = self.peers.pop(key, None)
+        if found is not None:
+            self.peers[key] = found
+        else:
             hub = self.hub
             if len(self.peers) >= hub.settings.max_conns:  # the least recently heard peer makes room
-                oldest = min(self.peers.values(), key=lambda p: p.last)
-                self.gone(oldest, f"--max-conns {hub.settings.max_conns} peers reached")
+                self.gone(next(iter(self.peers.values())), f"--max-conns {hub.settings.max_conns} peers reached")
             name = sockaddr_text(address) if address is not None else "(unnamed)"
             if creds:
                 name = f"{name} pid {creds[0]} ({process_name(creds[0])}) uid {creds[1]}"
@@ -134,7 +136,12 @@ class DatagramServer:
 
     def forget(self) -> None:
         limit = time.monotonic() - self.forget_after
-        for peer in [p for p in self.peers.values() if p.last < limit]:
+        silent = []
+        for peer in self.peers.values():  # the least recently heard first: stop at the first heard since
+            if peer.last >= limit:
+                break
+            silent.append(peer)
+        for peer in silent:
             self.gone(peer, f"silent for {self.forget_after:g}s")
         self.timer = self.loop.call_later(min(1.0, self.forget_after / 4), self.forget)
 
