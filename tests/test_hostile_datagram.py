@@ -23,3 +23,20 @@ def test_each_new_source_costs_the_same_however_many_peers_are_known() -> None:
     assert events.count("close") == 30_000 - 8192  # the least recently heard made room
     # a scan of every known peer for each new one took 6 s here; a constant cost takes 0.15 s
     assert took < 2.0, f"30,000 new sources took {took:.1f}s"
+
+
+def test_an_empty_seqpacket_message_is_not_taken_for_the_end(tmp_path: object) -> None:
+    import os
+
+    from serving import serving
+
+    path = os.path.join(str(tmp_path), "p.sock")
+    with serving(f"seqpacket:{path}", "--mode", "echo") as served:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as client:
+            client.connect(path)
+            client.settimeout(5)
+            client.send(b"")
+            client.send(b"after")
+            answers = [client.recv(100), client.recv(100)]
+        assert answers == [b"", b"after"]
+        assert served.wait_for("close")["received"] == 5

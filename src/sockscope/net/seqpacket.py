@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class PacketTransport(asyncio.Transport):
             return
         except OSError as exc:
             self._finish(exc)
+            return
+        if not data and not _peer_shut_down(self.fd):
+            self.protocol.data_received(data)  # an empty message, a record of its own (EOF reads empty as well)
             return
         if not data:
             self.loop.remove_reader(self.fd)
@@ -145,3 +149,10 @@ class PacketTransport(asyncio.Transport):
 def serve_packets(loop: asyncio.AbstractEventLoop, listener: socket.socket, factory: Callable[[], StreamSession]) -> Callable[[], None]:
     """Accept seqpacket clients on `listener`; give the function that stops accepting."""
     return accept_clients(loop, listener, lambda conn: PacketTransport(loop, conn, factory()))
+
+
+def _peer_shut_down(fd: int) -> bool:
+    """Tell whether the peer has shut down its writing side (POLLRDHUP), which an empty message has not."""
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)
+    return any(events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
