@@ -40,3 +40,30 @@ def test_an_empty_seqpacket_message_is_not_taken_for_the_end(tmp_path: object) -
             answers = [client.recv(100), client.recv(100)]
         assert answers == [b"", b"after"]
         assert served.wait_for("close")["received"] == 5
+
+
+def test_connect_over_seqpacket_goes_on_after_an_empty_message(tmp_path: object) -> None:
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    path = os.path.join(str(tmp_path), "q.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
+        server.bind(path)
+        server.listen()
+
+        def peer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.send(b"")
+                time.sleep(0.2)
+                conn.send(b"after\n")
+
+        thread = threading.Thread(target=peer)
+        thread.start()
+        done = subprocess.run(
+            [sys.executable, "-m", "sockscope", "connect", f"seqpacket:{path}"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False
+        )
+        thread.join(5)
+    assert (done.returncode, done.stdout) == (0, b"after\n"), done.stderr

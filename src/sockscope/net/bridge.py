@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..errors import ConnectFailed, SockscopeError
+from .listeners import peer_shut_down
 from .stdio import Chunks, CrLf, ioctl_int, is_file, is_pipe, pipe_room, readable_now, usable
 
 CHUNK = 256 * 1024  # one read of input, one send, one write to stdout
@@ -298,8 +299,8 @@ class _Bridge:
                 raise ConnectFailed(f"receiving failed: {exc.strerror or exc}") from None
             self.last_activity = self.last_arrival = time.monotonic()
             if not data:
-                if self.sock.type == socket.SOCK_DGRAM:
-                    continue  # an empty datagram is a datagram
+                if self.sock.type == socket.SOCK_DGRAM or (self.sock.type == socket.SOCK_SEQPACKET and not peer_shut_down(self.sock.fileno())):
+                    continue  # an empty datagram or seqpacket message is a message, not the end
                 self.peer_open = False
                 return
             if self.options.send_only:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import stat
 import struct
@@ -20,6 +21,16 @@ Narrate = Callable[[str], None]
 
 _FAMILIES: dict[int, str] = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX"}
 _TYPES: dict[int, str] = {socket.SOCK_STREAM: "SOCK_STREAM", socket.SOCK_DGRAM: "SOCK_DGRAM", socket.SOCK_SEQPACKET: "SOCK_SEQPACKET"}
+
+
+def peer_shut_down(fd: int) -> bool:
+    """Tell whether a socket's peer has shut down its writing side (POLLRDHUP).
+
+    On a seqpacket socket both an empty message and the end read as 0 bytes: only this tells them apart.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)
+    return any(events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
 
 
 def peer_credentials(sock: Any) -> tuple[int, int] | None:

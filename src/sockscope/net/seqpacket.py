@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .hub import SLOW_RECEIVER
-from .listeners import accept_clients
+from .listeners import accept_clients, peer_shut_down
 from .modes import StreamSession
 
 
@@ -48,7 +47,7 @@ class PacketTransport(asyncio.Transport):
         except OSError as exc:
             self._finish(exc)
             return
-        if not data and not _peer_shut_down(self.fd):
+        if not data and not peer_shut_down(self.fd):
             self.protocol.data_received(data)  # an empty message, a record of its own (EOF reads empty as well)
             return
         if not data:
@@ -149,10 +148,3 @@ class PacketTransport(asyncio.Transport):
 def serve_packets(loop: asyncio.AbstractEventLoop, listener: socket.socket, factory: Callable[[], StreamSession]) -> Callable[[], None]:
     """Accept seqpacket clients on `listener`; give the function that stops accepting."""
     return accept_clients(loop, listener, lambda conn: PacketTransport(loop, conn, factory()))
-
-
-def _peer_shut_down(fd: int) -> bool:
-    """Tell whether the peer has shut down its writing side (POLLRDHUP), which an empty message has not."""
-    poller = select.poll()
-    poller.register(fd, select.POLLRDHUP)
-    return any(events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _fd, events in poller.poll(0))
