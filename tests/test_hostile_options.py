@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,44 @@ def test_an_encrypted_tls_key_is_a_clear_error_without_a_prompt(tmp_path: Path) 
     assert "PEM pass phrase" not in result.stderr
     assert result.returncode == 2, result.stderr
     assert "passphrase" in result.stderr and result.stderr.count("\n") == 1
+
+
+def _in_a_removed_directory(tmp_path: Path) -> Callable[[], None]:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def leave() -> None:
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    return leave
+
+
+def test_http_from_a_directory_that_was_removed_asks_for_root(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sockscope", "serve", "-m", "http", f"127.0.0.1:{port()}"],
+        preexec_fn=_in_a_removed_directory(tmp_path),  # noqa: PLW1509 (chdir and rmdir only, in the child)
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 2 and "--root" in done.stderr, done.stderr
+
+
+def test_echo_from_a_directory_that_was_removed_serves(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockscope", "serve", "-m", "echo", f"127.0.0.1:{port()}"],
+        preexec_fn=_in_a_removed_directory(tmp_path),  # noqa: PLW1509 (chdir and rmdir only, in the child)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=10)
+    assert "Traceback" not in err
+    assert process.returncode == 0 and "listening" in out, err

@@ -182,6 +182,16 @@ def _valid(text: str) -> str:
     return text
 
 
+def _root(text: str, mode: str) -> str | None:
+    """Give --root as an absolute path (None when the mode serves no files)."""
+    try:
+        return os.path.abspath(text)
+    except FileNotFoundError:  # the current directory was removed
+        if mode != "http":
+            return None
+        raise UsageError(f"--root {text!r}: the current directory no longer exists; give --root as an absolute path") from None
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Serve until SIGINT/SIGTERM."""
     from ..address import parse_address
@@ -200,7 +210,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     settings = Settings(
         address=address,
         mode=mode,
-        root=os.path.abspath(args.root),
+        root=_root(args.root, mode),
         max_conns=args.max_conns,
         max_per_client=args.max_per_client,
         idle_timeout=idle,
