@@ -111,7 +111,7 @@ def _in_a_removed_directory(tmp_path: Path) -> Callable[[], None]:
 def test_http_from_a_directory_that_was_removed_asks_for_root(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sockscope", "serve", "-m", "http", f"127.0.0.1:{port()}"],
-        preexec_fn=_in_a_removed_directory(tmp_path),  # noqa: PLW1509 (chdir and rmdir only, in the child)
+        preexec_fn=_in_a_removed_directory(tmp_path),
         capture_output=True,
         text=True,
         timeout=10,
