@@ -44,3 +44,17 @@ def test_a_root_removed_and_made_again_is_served_anew(tmp_path: Path) -> None:
         answer = conn.getresponse()
         assert (answer.status, answer.read()) == (200, b"second build\n")
         conn.close()
+
+
+def test_a_file_asked_for_as_a_directory_is_not_found(tmp_path: Path) -> None:
+    # as open("a.txt/") fails with ENOTDIR; served, its relative links would resolve under a.txt/
+    (tmp_path / "a.txt").write_bytes(b"inside\n")
+    number = port()
+    with serving(f"127.0.0.1:{number}", "--mode", "http", "--root", str(tmp_path), "-q"):
+        conn = http.client.HTTPConnection("127.0.0.1", number, timeout=10)
+        for target, status in (("/a.txt", 200), ("/a.txt/", 404), ("/a.txt/.", 404)):
+            conn.request("GET", target)
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == status, target
+        conn.close()

@@ -236,6 +236,7 @@ def answer(root: Root, method: bytes, target: bytes, headers: dict[bytes, bytes]
     if isinstance(found, Reply):
         return found
     fd, info = found
+    as_directory = path.endswith(("/", "/."))
     if stat.S_ISDIR(info.st_mode):
         if not path.endswith("/"):
             os.close(fd)
@@ -250,10 +251,13 @@ def answer(root: Root, method: bytes, target: bytes, headers: dict[bytes, bytes]
                 os.close(fd)
         os.close(fd)
         fd, info = index
-        parts = [*parts, "index.html"]
+        parts, as_directory = [*parts, "index.html"], False
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         return page(403, "not a regular file")
+    if as_directory:  # a file is not a directory (ENOTDIR)
+        os.close(fd)
+        return page(404, "not found")
     return _file(fd, info, parts[-1] if parts else "", headers)
 
 
