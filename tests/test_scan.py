@@ -136,3 +136,26 @@ def test_targets() -> None:
     for bad in ("300.1.1.1", "10.0.0.5-1", "1.2.3.4/40", "::g"):
         with pytest.raises(UsageError):
             expand(bad)
+
+
+def test_hyphenated_service_names_are_names_not_ranges() -> None:
+    assert parse_ports("http-alt") == [("tcp", 8080)]
+    assert parse_ports("http-alt,8000-8001,-2") == [("tcp", 8080), ("tcp", 8000), ("tcp", 8001), ("tcp", 1), ("tcp", 2)]
+    with pytest.raises(UsageError, match="neither a port nor"):
+        parse_ports("no-such-service")
+
+
+def test_one_unresolvable_host_among_several_is_skipped_with_a_warning(listeners: dict[str, set[int]]) -> None:
+    port = min(listeners["127.0.0.1"])
+    result = sockscope("scan", "no-such-host.invalid", "127.0.0.1", "-p", str(port))
+    assert result.returncode == ExitCode.USAGE
+    assert f"{port}/tcp" in result.stdout and "open" in result.stdout
+    assert "cannot resolve host 'no-such-host.invalid'" in result.stderr and "Traceback" not in result.stderr
+    alone = sockscope("scan", "no-such-host.invalid", "-p", str(port))
+    assert alone.returncode == ExitCode.USAGE and alone.stdout == "" and len(alone.stderr.strip().splitlines()) == 1
+
+
+def test_footer_counts_in_words(listeners: dict[str, set[int]]) -> None:
+    port = min(listeners["127.0.0.1"])
+    assert "Scanned 1 host, 1 port each (connect)" in sockscope("scan", "127.0.0.1", "-p", str(port)).stdout
+    assert "Scanned 1 host, 2 ports each (connect)" in sockscope("scan", "127.0.0.1", "-p", f"{port},1").stdout

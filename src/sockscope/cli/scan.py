@@ -90,7 +90,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     timing = Timing(concurrency=args.concurrency, retries=args.retries, rate=args.rate)
     if args.timeout:
         timing = timing._replace(initial_timeout=args.timeout, max_timeout=args.timeout, min_timeout=min(timing.min_timeout, args.timeout))
-    found_hosts = hosts(targets, args.exclude)
+    missed: list[str] = []
+    try:
+        found_hosts = hosts(targets, args.exclude, unresolved=lambda exc: missed.append(exc.message))
+    except UsageError:
+        if missed:  # nothing left to scan: the names that failed are the news
+            raise UsageError("; ".join(missed)) from None
+        raise
+    for message in missed:
+        env.error(f"{message}; scanning the other hosts")
     on_port = None
     if args.jsonl:
         import json
@@ -119,6 +127,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if report.interrupted:
         env.error("interrupted: the ports above are what was found so far")
         return ExitCode.INTERRUPTED
+    if missed:  # the same status as when that name is the only target
+        return ExitCode.USAGE
     return ExitCode.OK
 
 
@@ -174,6 +184,20 @@ def _csv(report: Any, everything: bool) -> str:
     return buffer.getvalue()
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _footer(report: Any) -> str:
+    """Give the last line of the table: what was scanned, or how far an interrupted scan got."""
+    hosts = _plural(len(report.hosts), "host")
+    if report.interrupted:
+        answered = sum(len(host.ports) for host in report.hosts)
+        total = len(report.hosts) * report.ports
+        return f"Interrupted after {report.seconds:.2f}s: {answered} of {total} port probes of {hosts} answered ({report.kind})"
+    return f"Scanned {hosts}, {_plural(report.ports, 'port')} each ({report.kind}), in {report.seconds:.2f}s"
+
+
 def _table(report: Any, everything: bool) -> str:
     lines = []
     for host in report.hosts:
@@ -199,6 +223,5 @@ def _table(report: Any, everything: bool) -> str:
         elif not hidden:
             lines.append("no ports answered")
         lines.append("")
-    count = len(report.hosts)
-    lines.append(f"Scanned {count} host{'s' if count != 1 else ''}, {report.ports} ports each ({report.kind}), in {report.seconds:.2f}s")
+    lines.append(_footer(report))
     return "\n".join(lines) + "\n"

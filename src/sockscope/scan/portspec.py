@@ -8,6 +8,7 @@ short built-in list followed by the named ports of /etc/services.
 from __future__ import annotations
 
 import os
+import re
 
 from ..errors import UsageError
 from ..services import by_port
@@ -22,6 +23,8 @@ COMMON_TCP = (
     2049, 88, 79, 5800, 106, 2121, 1110, 49155, 6000, 513, 990, 5357, 427, 49156, 543, 544, 5101, 144,
     7, 389, 5432, 6379, 27017, 9200, 11211, 9090, 3000, 5672, 9092, 2375, 6443, 8086, 9000, 1521,
 )  # fmt: skip
+_RANGE = re.compile(r"(\d*)-(\d*)")
+
 COMMON_UDP = (53, 123, 161, 137, 138, 67, 68, 69, 500, 514, 520, 1900, 5353, 4500, 162, 111, 2049, 1434, 5060, 11211)
 
 
@@ -54,8 +57,10 @@ def parse_ports(text: str, default_proto: str | tuple[str, ...] = "tcp") -> list
         if not item:
             raise UsageError(f"-p {text!r}: an empty item")
         named_somewhere = False
+        # a range is digits around one dash; anything else with a dash is a service name (http-alt)
+        is_range = _RANGE.fullmatch(item) is not None
         for proto in protos:
-            if "-" in item:
+            if is_range:
                 low_text, _dash, high_text = item.partition("-")
                 low = _port(low_text, text) if low_text else 1
                 high = _port(high_text, text) if high_text else 65535
@@ -70,7 +75,7 @@ def parse_ports(text: str, default_proto: str | tuple[str, ...] = "tcp") -> list
                 named_somewhere |= bool(named)
                 for port in named:
                     seen[(proto, port)] = None
-        if not (named_somewhere or "-" in item or item.isdigit()):
+        if not (named_somewhere or is_range or item.isdigit()):
             raise UsageError(f"-p {text!r}: {item!r} is neither a port nor a {'/'.join(protos)} service name")
     return list(seen)
 

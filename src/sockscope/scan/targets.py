@@ -8,12 +8,16 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from ..errors import UsageError
 
 MAX_HOSTS = 1 << 20
+
+
+class UnresolvedHost(UsageError):
+    """A host name that has no address (the rest of a scan can go on without it)."""
 
 
 class Host(NamedTuple):
@@ -47,7 +51,7 @@ def resolve_name(name: str) -> list[Host]:
     try:
         found = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UsageError(f"cannot resolve host {name!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UnresolvedHost(f"cannot resolve host {name!r}: {getattr(exc, 'strerror', None) or exc}") from None
     # one address per name, IPv4 first, as scanners do unless asked for IPv6
     ordered = sorted(found, key=lambda f: f[0] != socket.AF_INET)
     family, _t, _p, _c, sockaddr = ordered[0]
@@ -105,12 +109,23 @@ def read_list(path: str) -> list[str]:
     return [word for line in text.splitlines() for word in line.partition("#")[0].split()]
 
 
-def hosts(targets: Iterable[str], exclude: Iterable[str] = ()) -> list[Host]:
-    """Give every host of the targets, in order, without repeats, minus the excluded ones."""
+def hosts(targets: Iterable[str], exclude: Iterable[str] = (), unresolved: Callable[[UnresolvedHost], None] | None = None) -> list[Host]:
+    """Give every host of the targets, in order, without repeats, minus the excluded ones.
+
+    A name that does not resolve raises UnresolvedHost, or, with `unresolved`, is handed to it and
+    left out, so one bad name among many does not stop the scan of the others.
+    """
     excluded = {h.address for text in exclude for part in text.split(",") if part.strip() for h in expand(part)}
     seen: dict[str, Host] = {}
     for text in targets:
-        for host in expand(text):
+        try:
+            found = expand(text)
+        except UnresolvedHost as exc:
+            if unresolved is None:
+                raise
+            unresolved(exc)
+            continue
+        for host in found:
             if host.address not in excluded and host.address not in seen:
                 seen[host.address] = host
                 if len(seen) > MAX_HOSTS:
