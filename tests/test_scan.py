@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -159,3 +162,70 @@ def test_footer_counts_in_words(listeners: dict[str, set[int]]) -> None:
     port = min(listeners["127.0.0.1"])
     assert "Scanned 1 host, 1 port each (connect)" in sockscope("scan", "127.0.0.1", "-p", str(port)).stdout
     assert "Scanned 1 host, 2 ports each (connect)" in sockscope("scan", "127.0.0.1", "-p", f"{port},1").stdout
+
+
+HOLDER = """
+import socket, sys, time
+address, backlog = sys.argv[1], int(sys.argv[2])
+if address == "dual":
+    sock = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog)
+else:
+    sock = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address else socket.AF_INET, backlog=backlog)
+print(sock.getsockname()[1], flush=True)
+time.sleep(60)  # never accepts
+"""
+
+
+@pytest.fixture
+def holder() -> Iterator[Callable[[str, int], tuple[int, int]]]:
+    """Start a process that listens on ADDRESS with BACKLOG and never accepts; give (port, pid)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(address: str, backlog: int) -> tuple[int, int]:
+        process = subprocess.Popen([sys.executable, "-c", HOLDER, address, str(backlog)], stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout is not None
+        return int(process.stdout.readline()), process.pid
+
+    yield start
+    for process in started:
+        process.kill()
+        process.communicate()
+
+
+def _global_address() -> str | None:
+    """An IPv4 address of one of this host's interfaces other than loopback, if it has one."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True, check=False).stdout
+    words = out.split()
+    return words[words.index("inet") + 1].split("/")[0] if "inet" in words else None
+
+
+def test_full_accept_queue_of_this_host_is_open_and_names_its_process(holder: Callable[[str, int], tuple[int, int]]) -> None:
+    port, pid = holder("127.0.0.1", 1)
+    for attempt in range(4):  # a backlog-1 listener is full after two connects; scans keep saying open
+        started = time.monotonic()
+        result = sockscope("scan", "127.0.0.1", "-p", str(port), "--json")
+        seconds = time.monotonic() - started
+        (found,) = json.loads(result.stdout)["hosts"][0]["ports"]
+        assert (found["state"], found["process"]) == ("open", {"pid": pid, "name": "python3", "user": pwd.getpwuid(os.geteuid()).pw_name})
+        if attempt >= 2:
+            assert found["reason"] == "accept-queue-full" and seconds < 1.0, (found, seconds)
+    assert result.returncode == ExitCode.OK
+    table = sockscope("scan", "127.0.0.1", "-p", str(port)).stdout
+    assert any(line.split()[:2] == [f"{port}/tcp", "open"] and line.endswith(f"python3 (pid {pid})") for line in table.splitlines()), table
+
+
+def test_dual_stack_listener_behind_every_local_address(holder: Callable[[str, int], tuple[int, int]]) -> None:
+    port, pid = holder("dual", 1)
+    addresses = ["127.0.0.1", "::1", *filter(None, [_global_address()])]
+    for _ in range(3):
+        report = scan(hosts(addresses), parse_ports(str(port)))
+    for host in report.hosts:
+        (found,) = host.ports
+        assert found.state == "open" and found.process is not None and found.process.pid == pid, (host.address, found)
+
+
+def test_a_remote_looking_silence_stays_filtered_without_a_listener() -> None:
+    # nothing listens on 127.0.0.1:1, and 192.0.2.250 (TEST-NET) is not this host: no process, no guess
+    report = scan(hosts(["127.0.0.1"]), parse_ports("1"))
+    assert report.hosts[0].ports[0][:4] == (1, "tcp", "closed", "conn-refused") and report.hosts[0].ports[0].process is None

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
         def on_port(host: Any, state: Any) -> None:
             if args.all or state.state in ("open", "open|filtered"):
-                record = {"address": host.address, "name": host.name, **state._asdict()}
+                record = {"address": host.address, "name": host.name, **state._asdict(), "process": _process_record(state.process)}
                 env.stdout.write(json.dumps(record) + "\n")
 
     progress = _progress(env) if env.is_tty and sys.stderr.isatty() and not (args.json or args.jsonl or args.csv) else None
@@ -142,8 +142,19 @@ def _not_shown(ports: list[Any], everything: bool) -> dict[str, int]:
     return dict(Counter(p.state for p in ports if p.state not in ("open", "open|filtered")))
 
 
+def _process_record(process: Any) -> dict[str, Any] | None:
+    return None if process is None else {"pid": process.pid, "name": process.name, "user": process.user}
+
+
 def _port_record(p: Any) -> dict[str, Any]:
-    return {"port": p.port, "proto": p.proto, "state": p.state, "reason": p.reason, "service": p.service, "banner": p.banner}
+    return {
+        "port": p.port, "proto": p.proto, "state": p.state, "reason": p.reason, "service": p.service, "banner": p.banner,
+        "process": _process_record(p.process),
+    }  # fmt: skip
+
+
+def _process_text(process: Any) -> str:
+    return "" if process is None else f"{process.name} (pid {process.pid})"
 
 
 def _json(report: Any, everything: bool) -> str:
@@ -216,9 +227,12 @@ def _table(report: Any, everything: bool) -> str:
             width = max(9, *(len(f"{p.port}/{p.proto}") for p in listed)) + 1
             service_width = max(8, *(len(p.service or "") for p in listed)) + 1
             banners = any(p.banner for p in listed)
-            lines.append(f"{'PORT':<{width}} {'STATE':<14} {'SERVICE':<{service_width}}{' BANNER' if banners else ''}".rstrip())
-            for p in listed:
-                line = f"{f'{p.port}/{p.proto}':<{width}} {p.state:<14} {p.service or '':<{service_width}} {p.banner or ''}"
+            processes = [_process_text(p.process) for p in listed]
+            process_width = max(len(text) for text in processes) + 1 if any(processes) else 0
+            header = f"{'PORT':<{width}} {'STATE':<14} {'SERVICE':<{service_width}} {'PROCESS' if process_width else '':<{process_width}}"
+            lines.append((header + (" BANNER" if banners else "")).rstrip())
+            for p, process in zip(listed, processes, strict=True):
+                line = f"{f'{p.port}/{p.proto}':<{width}} {p.state:<14} {p.service or '':<{service_width}} {process:<{process_width}} {p.banner or ''}"
                 lines.append(line.rstrip())
         elif not hidden:
             lines.append("no ports answered")

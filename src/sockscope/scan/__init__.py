@@ -27,9 +27,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import SockscopeError, UsageError
+from ..model import Owner
 from ..resources import raise_file_limit
 from ..services import by_port
 from .engine import Found, Job, Stop, Stopped, Timing, connect_scan
+from .local import LocalPort, local_ports
 from .portspec import parse_ports, top_ports
 from .probes import grab_banners, identify
 from .targets import Host, hosts
@@ -44,7 +46,18 @@ __all__ = [
 KINDS = ("connect", "syn")
 
 STATES = ("open", "closed", "filtered", "open|filtered")
-REASONS = ("syn-ack", "conn-refused", "no-response", "host-unreach", "net-unreach", "admin-prohibited", "port-unreach", "udp-response", "reset")
+REASONS = (
+    "syn-ack",
+    "conn-refused",
+    "no-response",
+    "host-unreach",
+    "net-unreach",
+    "admin-prohibited",
+    "port-unreach",
+    "udp-response",
+    "reset",
+    "accept-queue-full",
+)
 _RECORD = struct.Struct("=IHBBdH")  # host, port, state, reason, rtt, length of the data that follows
 
 
@@ -58,6 +71,7 @@ class PortState(NamedTuple):
     service: str | None = None
     banner: str | None = None
     rtt: float | None = None
+    process: Owner | None = None  # who holds the port, when the host is this one
 
 
 class HostReport(NamedTuple):
@@ -97,7 +111,13 @@ class _Collector:
     """Gathers the answers as PortStates per host and tells `on_port` and `progress` along the way."""
 
     def __init__(
-        self, targets: Sequence[Host], total: int, on_port: Callable[[Host, PortState], None] | None, progress: Progress | None, hold_open_tcp: bool
+        self,
+        targets: Sequence[Host],
+        total: int,
+        on_port: Callable[[Host, PortState], None] | None,
+        progress: Progress | None,
+        hold_open_tcp: bool,
+        local: dict[tuple[int, str, int], LocalPort],
     ) -> None:
         self.targets = targets
         self.found: list[list[PortState]] = [[] for _ in targets]
@@ -108,6 +128,18 @@ class _Collector:
         self.hold_open_tcp = hold_open_tcp  # open TCP ports are told after their banners are read
         self.last_progress = 0.0
         self.names = {"tcp": by_port("tcp"), "udp": by_port("udp")}
+        self.local = local
+
+    def _local(self, host: int, state: PortState) -> PortState:
+        """Correct a port of this host by its socket: silence from a listener is a full accept queue; name the holder."""
+        mine = self.local.get((host, state.proto, state.port))
+        if mine is None:
+            return state
+        if state.proto == "tcp" and state.state == "filtered" and state.reason == "no-response":
+            state = state._replace(state="open", reason="accept-queue-full")
+        if state.state in ("open", "open|filtered"):
+            state = state._replace(process=mine.process)
+        return state
 
     def answer(self, proto: str, found: Found) -> None:
         """One answer from an engine running in this process."""
@@ -116,15 +148,19 @@ class _Collector:
             named, banner = identify(found.data, proto)
             service = named or service
         state = PortState(found.port, proto, found.state, found.reason, service, banner, found.rtt)
+        if self.local:
+            state = self._local(found.host, state)
         self.found[found.host].append(state)
         self._tell([(found.host, state)], 1)
 
     def records(self, proto: str, chunk: bytes) -> None:
         """Many answers packed by a worker (none carrying data): the hot path of large scans."""
-        names, found, states, reasons = self.names[proto], self.found, STATES, REASONS
+        names, found, states, reasons, local = self.names[proto], self.found, STATES, REASONS, self.local
         told: list[tuple[int, PortState]] | None = [] if self.on_port is not None else None
         for host, port, state, reason, rtt, _size in _RECORD.iter_unpack(chunk):
-            item = _MAKE(PortState, (port, proto, states[state], reasons[reason], names.get(port), None, None if rtt < 0 else rtt))
+            item = _MAKE(PortState, (port, proto, states[state], reasons[reason], names.get(port), None, None if rtt < 0 else rtt, None))
+            if local:
+                item = self._local(host, item)
             found[host].append(item)
             if told is not None:
                 told.append((host, item))
@@ -332,7 +368,8 @@ def scan(
     limit = raise_file_limit(timing.concurrency + 256)
     if limit < timing.concurrency + 64:
         timing = timing._replace(concurrency=max(16, limit - 64))
-    collector = _Collector(targets, len(targets) * (len(tcp) + len(udp)), on_port, progress, banners)
+    local = local_ports(targets, [proto for proto, wanted in (("tcp", tcp), ("udp", udp)) if wanted])
+    collector = _Collector(targets, len(targets) * (len(tcp) + len(udp)), on_port, progress, banners, local)
     found = collector.found
 
     started_wall, started = time.time(), time.monotonic()
@@ -340,6 +377,12 @@ def scan(
     notes: list[str] = []
     if tcp:
         jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in tcp]
+        full = {(host, port) for (host, proto, port), mine in local.items() if proto == "tcp" and mine.full}
+        if full:  # a full accept queue answers no SYN: say so at once rather than wait out the retries
+            for job in jobs:
+                if (job.host, job.port) in full:
+                    collector.answer("tcp", Found(job.host, job.port, "open", "accept-queue-full", None))
+            jobs = [job for job in jobs if (job.host, job.port) not in full]
         count = _worker_count(len(jobs), workers)
         if kind == "syn":
             held = reserve_ports(count)
@@ -367,7 +410,12 @@ def scan(
 
 def _grab(targets: Sequence[Host], found: list[list[PortState]], timeout: float, on_port: Callable[[Host, PortState], None] | None, stop: Stop | None) -> bool:
     """Read the banners of the open TCP ports (none when `timeout` is 0) and name their services; give True when stopped early."""
-    where = [(i, j) for i, states in enumerate(found) for j, state in enumerate(states) if state.proto == "tcp" and state.state == "open"]
+    where = [
+        (i, j)
+        for i, states in enumerate(found)
+        for j, state in enumerate(states)
+        if state.proto == "tcp" and state.state == "open" and state.reason != "accept-queue-full"
+    ]
     items = [(targets[i].address, targets[i].family, found[i][j].port) for i, j in where]
     interrupted = False
     answers = [b""] * len(items)
