@@ -195,6 +195,8 @@ def connect_scan(jobs: Sequence[Job], timing: Timing, report: Callable[[Found], 
                             poller.register(sock.fileno(), select.EPOLLOUT)
                             inflight[sock.fileno()] = (sock, job, attempt, started)
                             continue
+                if result in (refused, 0):  # answered before connect() returned (veth, local): still a round trip
+                    rtt.sample(time.monotonic() - started)
                 if result == refused:
                     report(Found(job.host, job.port, "closed", "conn-refused", None))
                     if sock.connect_ex((job.address, job.port)) == aborted:  # back to unconnected, ready to reuse
