@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -67,12 +68,17 @@ def _run(*command: str) -> None:
 
 @pytest.fixture(scope="module")
 def testhost() -> Iterator[Target]:
+    yield from _testhost(RULES, icmp_ratelimit=False)
+
+
+def _testhost(rules: str, icmp_ratelimit: bool) -> Iterator[Target]:
+    """A namespace host behind veth with `rules`; its ICMP rate limit off, or left at the kernel's defaults."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, veth, nftables)")
     if not have("nft"):
         pytest.skip("needs nft (nftables)")
-    tag = os.getpid() % 200 + 20
-    ns, outside, inside = f"sscan{os.getpid()}", f"ssa{tag}", f"ssb{tag}"
+    tag = (os.getpid() + (1 if icmp_ratelimit else 0)) % 200 + 20
+    ns, outside, inside = f"sscan{os.getpid()}{'r' if icmp_ratelimit else ''}", f"ssa{tag}", f"ssb{tag}"
     v4_host, v4_test, v6_host, v6_test = f"10.213.{tag}.1", f"10.213.{tag}.2", f"fd00:5c:{tag}::1", f"fd00:5c:{tag}::2"
     _run("ip", "netns", "add", ns)
     server = None
@@ -87,9 +93,9 @@ def testhost() -> Iterator[Target]:
         _run(*inns, "ip", "-6", "addr", "add", f"{v6_test}/64", "dev", inside, "nodad")
         _run(*inns, "ip", "link", "set", inside, "up")
         _run(*inns, "ip", "link", "set", "lo", "up")
-        for setting in ("net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"):  # the test host answers every probe
-            _run(*inns, "sysctl", "-qw", setting)
-        subprocess.run([*inns, "nft", "-f", "-"], input=RULES, text=True, check=True, capture_output=True, timeout=30)
+        for setting in ("net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0") if not icmp_ratelimit else ():
+            _run(*inns, "sysctl", "-qw", setting)  # the test host answers every probe
+        subprocess.run([*inns, "nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True, timeout=30)
         server = subprocess.Popen([*inns, sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         yield Target(v4_test, v6_test)
@@ -143,3 +149,64 @@ def test_mixed_scan_of_the_test_host_from_the_command(testhost: Target) -> None:
     assert result.returncode == 0, result.stderr
     rows = {(line.split(",")[2], int(line.split(",")[1])): line.split(",")[3] for line in result.stdout.splitlines()[1:]}
     assert rows == {**{("tcp", p): s for p, s in TCP_TRUTH.items()}, **{("udp", p): s for p, s in UDP_TRUTH.items()}}
+
+
+# The kernel's own ICMP rate limit (a burst of about 6 per destination, then one a second for
+# IPv4): more closed ports than the burst, and dropped ports among them.
+RL_REJECTED = range(2300, 2310)  # TCP: reject, which sends ICMP port unreachable
+RL_DROPPED = range(2310, 2314)
+RL_UDP_CLOSED = range(5400, 5410)  # UDP: nothing listens; the kernel answers port unreachable
+RL_UDP_DROPPED = range(5410, 5414)
+RL_RULES = f"""
+table inet testhost {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    tcp dport {RL_REJECTED.start}-{RL_REJECTED.stop - 1} reject
+    tcp dport {RL_DROPPED.start}-{RL_DROPPED.stop - 1} drop
+    udp dport {RL_UDP_DROPPED.start}-{RL_UDP_DROPPED.stop - 1} drop
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def limited_host() -> Iterator[Target]:
+    yield from _testhost(RL_RULES, icmp_ratelimit=True)
+
+
+@needs_root
+def test_connect_scan_through_rate_limited_rejects_is_right(limited_host: Target) -> None:
+    spec = f"{RL_REJECTED.start}-{RL_DROPPED.stop - 1},{OPEN}"
+    truth = {**dict.fromkeys(RL_REJECTED, "closed"), **dict.fromkeys(RL_DROPPED, "filtered"), OPEN: "open"}
+    started = time.monotonic()
+    report = scan(hosts([limited_host.v4]), parse_ports(spec))
+    ours = time.monotonic() - started
+    assert {p.port: p.state for p in report.hosts[0].ports} == truth
+    if have("nmap"):
+        _against_nmap("-sT", limited_host.v4, spec, truth, ours)
+
+
+@needs_root
+def test_udp_scan_through_rate_limited_port_unreachables_is_right(limited_host: Target) -> None:
+    time.sleep(1.5)  # the bucket refills after the previous test
+    spec = f"{RL_UDP_CLOSED.start}-{RL_UDP_DROPPED.stop - 1},{U_ANSWER}"
+    truth = {**dict.fromkeys(RL_UDP_CLOSED, "closed"), **dict.fromkeys(RL_UDP_DROPPED, "open|filtered"), U_ANSWER: "open"}
+    started = time.monotonic()
+    report = scan(hosts([limited_host.v4]), parse_ports(spec, "udp"))
+    ours = time.monotonic() - started
+    assert {p.port: p.state for p in report.hosts[0].ports} == truth
+    if have("nmap"):
+        _against_nmap("-sU", limited_host.v4, spec, truth, ours)
+
+
+def _against_nmap(kind: str, address: str, spec: str, truth: dict[int, str], ours: float) -> None:
+    """nmap on the same ports: when it is right, it must have taken longer than we did; when wrong, we were right anyway."""
+    time.sleep(1.5)  # let the host's bucket refill, so nmap starts as we did
+    started = time.monotonic()
+    theirs = nmap_states(kind, address, spec)
+    seconds = time.monotonic() - started
+    if theirs == truth:
+        assert ours < seconds, f"nmap was right in {seconds:.1f}s, we took {ours:.1f}s"
+    else:
+        wrong = {port: state for port, state in theirs.items() if truth.get(port) != state}
+        print(f"nmap {kind} got {len(wrong)} of {len(truth)} ports wrong in {seconds:.1f}s; we were right in {ours:.1f}s")

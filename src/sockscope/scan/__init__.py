@@ -30,10 +30,11 @@ from ..errors import SockscopeError, UsageError
 from ..model import Owner
 from ..resources import raise_file_limit
 from ..services import by_port
-from .engine import Found, Job, Stop, Stopped, Timing, connect_scan
+from .engine import Found, Job, Stop, Stopped, Timing, connect_scan, icmp_refused
 from .local import LocalPort, local_ports
 from .portspec import parse_ports, top_ports
 from .probes import grab_banners, identify
+from .recheck import recheck
 from .targets import Host, hosts
 from .udp import udp_scan
 
@@ -129,6 +130,7 @@ class _Collector:
         self.last_progress = 0.0
         self.names = {"tcp": by_port("tcp"), "udp": by_port("udp")}
         self.local = local
+        self.hold_silent = False  # silent ports are told once a rate limit cannot turn them into answers
 
     def _local(self, host: int, state: PortState) -> PortState:
         """Correct a port of this host by its socket: silence from a listener is a full accept queue; name the holder."""
@@ -170,8 +172,11 @@ class _Collector:
         self.done += count
         if self.on_port is not None:
             for host, state in told:
-                if not (self.hold_open_tcp and state.proto == "tcp" and state.state == "open"):
-                    self.on_port(self.targets[host], state)
+                if self.hold_open_tcp and state.proto == "tcp" and state.state == "open":
+                    continue
+                if self.hold_silent and state.reason == "no-response":
+                    continue
+                self.on_port(self.targets[host], state)
         if self.progress is not None:
             now = time.monotonic()
             if now - self.last_progress > 0.1 or self.done == self.total:
@@ -320,6 +325,59 @@ def _drain(children: dict[int, int], pending: dict[int, bytes], selector: select
     pending.clear()
 
 
+def _recheck(engine: Engine, proto: str, targets: Sequence[Host], collector: _Collector, silent_state: str, stop: Stop | None) -> bool:
+    """Ask again, at the pace of each host's ICMP rate limit, the ports that were silent while others answered. Give True when stopped early."""
+    found = collector.found
+    for index, host in enumerate(targets):
+        mine = [state for state in found[index] if state.proto == proto]
+        silent = [state for state in mine if state.reason == "no-response"]
+        closed = [state for state in mine if state.state == "closed"]
+        if not silent or not closed:
+            continue
+        first = silent[0].port
+        known = sorted(closed, key=lambda state: abs(state.port - first))[:8]
+        # long enough for an answer to come back: four of the slowest round trips seen, at least 2 ms
+        wait = min(1.0, max(0.002, 4 * max((state.rtt or 0.0) for state in closed)))
+        found[index] = [state for state in found[index] if not (state.proto == proto and state.reason == "no-response")]
+        collector.done -= len(silent)
+        jobs = [Job(index, host.address, host.family, state.port) for state in silent]
+        told: set[int] = set()
+
+        def answer(result: Found, told: set[int] = told) -> None:
+            told.add(result.port)
+            collector.answer(proto, result)
+
+        sentinel = _sentinel(proto, host, index, known, wait)
+        if sentinel is None:  # none of the answers came from ICMP: nothing rate-limited them
+            found[index].extend(silent)
+            collector.done += len(silent)
+            continue
+        try:
+            recheck(engine, jobs, sentinel, wait, answer, silent_state, stop)
+        except (KeyboardInterrupt, Stopped):
+            found[index].extend(state for state in silent if state.port not in told)  # as they were
+            return True
+    return False
+
+
+def _sentinel(proto: str, host: Host, index: int, known: Sequence[PortState], wait: float) -> Job | None:
+    """Give a closed port of the host that answers with ICMP port unreachable (which the kernel rate-limits), if any."""
+    for state in known:
+        if proto == "udp" or icmp_refused(host.address, host.family, state.port, max(wait, 0.05)):
+            return Job(index, host.address, host.family, state.port)
+    return None
+
+
+def _release_silent(targets: Sequence[Host], collector: _Collector) -> None:
+    """Tell `on_port` the ports that stayed silent (held back while they could still answer)."""
+    collector.hold_silent = False
+    if collector.on_port is not None:
+        for index, states in enumerate(collector.found):
+            for state in states:
+                if state.reason == "no-response":
+                    collector.on_port(targets[index], state)
+
+
 def _phase(engines: Sequence[Engine], jobs: list[Job], timing: Timing, proto: str, collector: _Collector, stop: Stop | None) -> bool:
     """Run one kind of probe over `jobs`, forked when there are several engines. Give True when stopped early."""
     if len(engines) > 1:
@@ -370,6 +428,7 @@ def scan(
         timing = timing._replace(concurrency=max(16, limit - 64))
     local = local_ports(targets, [proto for proto, wanted in (("tcp", tcp), ("udp", udp)) if wanted])
     collector = _Collector(targets, len(targets) * (len(tcp) + len(udp)), on_port, progress, banners, local)
+    collector.hold_silent = True
     found = collector.found
 
     started_wall, started = time.time(), time.monotonic()
@@ -395,11 +454,14 @@ def scan(
             finally:
                 for sock in held:
                     sock.close()
-        else:
+        else:  # a SYN scan calls an ICMP answer filtered, as silence is: only a connect scan has to ask again
             interrupted = _phase([connect_scan] * count, jobs, timing, "tcp", collector, stop)
+            interrupted = interrupted or _recheck(connect_scan, "tcp", targets, collector, "filtered", stop)
     if udp and not interrupted:
         jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in udp]
         interrupted = _phase([udp_scan] * _worker_count(len(jobs), workers), jobs, timing, "udp", collector, stop)
+        interrupted = interrupted or _recheck(udp_scan, "udp", targets, collector, "open|filtered", stop)
+    _release_silent(targets, collector)
     if banners:  # an interrupted scan reads no banners but still tells the open ports it held back for them
         interrupted = _grab(targets, found, banner_timeout if not interrupted else 0.0, on_port, stop) or interrupted
     seconds = time.monotonic() - started

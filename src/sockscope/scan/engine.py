@@ -275,3 +275,24 @@ def _settle(result: int, job: Job, attempt: int, timing: Timing, queue: deque[tu
         report(Found(job.host, job.port, "filtered", reason, elapsed))
         return
     raise SockscopeError(f"connect to {job.address} port {job.port} failed: {errno.errorcode.get(result, result)} ({result})")
+
+
+def icmp_refused(address: str, family: int, port: int, timeout: float) -> bool:
+    """Tell whether a port that refused a connect did so by rate-limited ICMP (a firewall's reject) rather than a reset.
+
+    A port that gives no answer now is taken as rate-limited: a reset is never rationed.
+    """
+    level, option = (socket.IPPROTO_IPV6, 25) if family == socket.AF_INET6 else (socket.IPPROTO_IP, 11)  # IPV6_RECVERR, IP_RECVERR
+    with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK) as sock:
+        sock.setsockopt(level, option, 1)
+        sock.connect_ex((address, port))
+        with select.epoll() as poller:
+            poller.register(sock.fileno(), select.EPOLLOUT)
+            if not poller.poll(timeout):  # silent now though it answered before: its answers are rationed
+                return True
+        try:
+            _data, ancillary, _flags, _peer = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+        except OSError:
+            return False
+    # struct sock_extended_err: errno, origin (2 ICMP, 3 ICMPv6), type, code; port unreachable is 3/3 and 1/4
+    return any(len(data) >= 8 and data[4] in (2, 3) and (data[5], data[6]) in ((3, 3), (1, 4)) for _l, _k, data in ancillary)

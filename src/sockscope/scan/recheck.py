@@ -1,0 +1,106 @@
+"""Silent ports of a host that rate-limits its ICMP errors, asked again at the pace of the limit.
+
+Linux sends ICMP port unreachable (a closed UDP port; a TCP port behind a firewall's `reject`)
+through a token bucket per destination: a burst of about 6, then one every
+net.ipv4.icmp_ratelimit (1 s by default; ICMPv6 has its own). A fast scan drains the bucket
+in its first milliseconds, and every closed port after that looks silent: open|filtered (UDP)
+or filtered (TCP). Retries sent milliseconds apart do not help, the bucket is still empty.
+
+So, after the fast pass, a host with both answered and silent ports is asked again. One of its
+ports that answered with ICMP before (the sentinel) ends every group of silent ports sent
+again: when the sentinel answers, the bucket still held a token after the ports before it, so
+those that stayed silent are silent indeed. When it does not, the group's silent ports go back
+in line and the next group waits for the bucket to refill; its period is learnt from the gaps
+between answers. Groups grow while they stay silent and shrink when they answer: a closed port
+costs one period (the kernel allows no faster), a silent one a share of a group's round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from .engine import Found, Job, Stop, Stopped, Timing
+
+Engine = Callable[[Sequence[Job], Timing, Callable[[Found], None], Stop | None], None]
+
+_LONGEST = 3.0  # a period longer than this is not worth waiting for (Linux's default is 1 s)
+
+
+def _probe(engine: Engine, jobs: Sequence[Job], wait: float, stop: Stop | None) -> dict[int, Found]:
+    """Probe `jobs` once each, waiting `wait` for answers; give the answers by port."""
+    heard: dict[int, Found] = {}
+    fixed = Timing(concurrency=max(1, len(jobs)), initial_timeout=wait, min_timeout=wait, max_timeout=wait, retries=0)
+
+    def keep(found: Found) -> None:
+        if found.reason != "no-response":
+            heard[found.port] = found
+
+    engine(jobs, fixed, keep, stop)
+    return heard
+
+
+def recheck(
+    engine: Engine,
+    silent: Sequence[Job],
+    sentinel: Job,
+    wait: float,
+    report: Callable[[Found], None],
+    silent_state: str,
+    stop: Stop | None = None,
+) -> bool:
+    """Ask one host's silent ports again, each group when its ICMP limit has a token; report every one. Give True when limited.
+
+    `sentinel` is a port of the same host that answered with ICMP (port unreachable) before. It
+    ends every group: when it answers, the bucket still held a token after the ports before it,
+    so those that stayed silent are silent indeed. When it does not, the group's silent ports go
+    back in line and the next group waits for the bucket to refill (its period is learnt from the
+    gaps between answers).
+    """
+    pending = deque(silent)
+    size, limited = 1, False
+    period: float | None = None  # the time between two tokens, once seen
+    coarse = True  # the first period seen may be up to twice too long (found by doubling waits)
+    last_answer = time.monotonic()
+    empty_rounds = 0
+    while pending:
+        if stop is not None and stop():
+            raise Stopped
+        group = [pending.popleft() for _ in range(min(size, len(pending)))]
+        heard = _probe(engine, [*group, sentinel], wait, stop)
+        now = time.monotonic()
+        sentinel_heard = heard.pop(sentinel.port, None) is not None
+        for found in heard.values():
+            report(found)
+        quiet = [job for job in group if job.port not in heard]
+        if sentinel_heard:
+            for job in quiet:
+                report(Found(job.host, job.port, silent_state, "no-response", None))
+            size = min(512, size * 2)
+        else:
+            limited = True
+            pending.extendleft(reversed(quiet))
+            size = max(1, size // 2)
+        if heard or sentinel_heard:
+            if empty_rounds:  # the bucket had been empty: this gap is one period (or a little more)
+                gap = now - last_answer
+                coarse, period = period is None, gap if period is None else min(period, gap)
+            last_answer, empty_rounds = now, 0
+            if not sentinel_heard and pending and period is not None:  # the bucket is empty: sleep until the next token is near
+                time.sleep(max(0.0, last_answer + period * (0.5 if coarse else 0.92) - time.monotonic()))
+            continue
+        empty_rounds += 1
+        elapsed = now - last_answer
+        if elapsed > _LONGEST:
+            return _give_up(pending, report, silent_state, limited)
+        # near the next token: small steps; before any period is known: double the wait
+        time.sleep(max(wait, period / 40) if period is not None else max(wait, elapsed))
+    return limited
+
+
+def _give_up(pending: deque[Job], report: Callable[[Found], None], silent_state: str, limited: bool) -> bool:
+    """The sentinel no longer answers at all (its port changed, or a firewall appeared): leave the rest silent."""
+    for job in pending:
+        report(Found(job.host, job.port, silent_state, "no-response", None))
+    return limited
