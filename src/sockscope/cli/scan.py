@@ -8,9 +8,20 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, SockscopeError, UsageError
 from . import seconds
 from .environment import Environment
+
+# nmap's -T templates, as their names and as Timing changes (rate in probes per second)
+TEMPLATES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insane")
+_TEMPLATE_TIMING: dict[str, dict[str, Any]] = {
+    "paranoid": {"rate": 1 / 300, "concurrency": 1},
+    "sneaky": {"rate": 1 / 15, "concurrency": 1},
+    "polite": {"rate": 2.5, "concurrency": 1},
+    "normal": {},
+    "aggressive": {"initial_timeout": 0.5, "max_timeout": 1.25},
+    "insane": {"initial_timeout": 0.25, "min_timeout": 0.05, "max_timeout": 0.3},
+}
 
 
 def add_parser(commands: Any) -> None:
@@ -35,9 +46,18 @@ def add_parser(commands: Any) -> None:
     kind.add_argument("-sT", "--connect", dest="syn", action="store_false", help="TCP connect scan (the default)")
     kind.add_argument("-sS", "--syn", dest="syn", action="store_true", help="TCP SYN scan on raw sockets (root)")
     p.add_argument("-sU", "--udp", action="store_true", help="scan UDP ports (with TCP too when -sT or -sS is given)")
-    p.add_argument("--banner", action="store_true", help="read what open TCP ports say first (or answer to GET /) and name them")
+    p.add_argument("--banner", "-sV", action="store_true", help="read what open TCP ports say first (or answer to GET /) and name them")
     p.add_argument("--banner-timeout", type=seconds, default=2.0, metavar="S", help="longest wait for a banner (default 2)")
     p.add_argument("--all", action="store_true", help="list closed and filtered ports too")
+    p.add_argument("--open", dest="all", action="store_false", help="list only open (and open|filtered) ports: the default, as in nmap")
+    p.add_argument("-F", "--fast", action="store_true", help="the 100 most often open ports (as --top-ports 100)")
+    p.add_argument("-T", dest="template", choices=[*TEMPLATES, *map(str, range(6))], metavar="0-5", help="nmap's timing templates, -T0 to -T5")
+    p.add_argument("-6", dest="ipv6", action="store_true", help="scan the IPv6 addresses of host names (and refuse IPv4 targets)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show why each port is in its state (a REASON column)")
+    p.add_argument("-Pn", dest="no_ping", action="store_true", help="accepted for nmap's sake: hosts are never pinged first")
+    p.add_argument("-n", dest="no_dns", action="store_true", help="accepted for nmap's sake: addresses are never looked up by name")
+    p.add_argument("-oX", dest="xml_out", metavar="FILE", help="also write nmap's XML format to FILE ('-': standard output instead of the table)")
+    p.add_argument("-oG", dest="grep_out", metavar="FILE", help="also write nmap's grepable format to FILE ('-': standard output)")
     p.add_argument("--timeout", type=seconds, metavar="S", help="longest wait for one connect (default: adaptive, 0.1-10 s)")
     p.add_argument("--retries", type=int, default=1, metavar="N", help="tries again after no answer (default 1)")
     p.add_argument("--rate", type=float, metavar="N", help="at most N connects per second")
@@ -73,8 +93,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     targets = list(args.targets) + (read_list(args.input_list) if args.input_list else [])
     if not targets:
         raise UsageError("no targets: give addresses, names, CIDR blocks or -iL FILE")
-    if args.ports and args.top_ports is not None:
-        raise UsageError("-p and --top-ports exclude each other")
+    if sum((bool(args.ports), args.top_ports is not None, args.fast)) > 1:
+        raise UsageError("-p, --top-ports and -F exclude each other")
+    if args.fast:
+        args.top_ports = 100
     protos = (("tcp",) if args.syn is not None or not args.udp else ()) + (("udp",) if args.udp else ())
     if args.ports:
         ports = parse_ports(args.ports, protos)
@@ -88,11 +110,14 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if (args.timeout is not None and not args.timeout > 0) or (args.rate is not None and not args.rate > 0):
         raise UsageError("--timeout and --rate must be more than 0")
     timing = Timing(concurrency=args.concurrency, retries=args.retries, rate=args.rate)
+    if args.template is not None:
+        name = TEMPLATES[int(args.template)] if args.template.isdigit() else args.template
+        timing = timing._replace(**{key: value for key, value in _TEMPLATE_TIMING[name].items() if key != "rate" or args.rate is None})
     if args.timeout:
         timing = timing._replace(initial_timeout=args.timeout, max_timeout=args.timeout, min_timeout=min(timing.min_timeout, args.timeout))
     missed: list[str] = []
     try:
-        found_hosts = hosts(targets, args.exclude, unresolved=lambda exc: missed.append(exc.message))
+        found_hosts = hosts(targets, args.exclude, unresolved=lambda exc: missed.append(exc.message), ipv6=args.ipv6)
     except UsageError:
         if missed:  # nothing left to scan: the names that failed are the news
             raise UsageError("; ".join(missed)) from None
@@ -118,12 +143,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         sys.stderr.write("\r" + " " * 60 + "\r")
     for note in report.notes:
         env.note(note)
-    if args.json:
+    to_stdout = _nmap_files(args, report, env)
+    if to_stdout:
+        pass
+    elif args.json:
         env.stdout.write(_json(report, args.all) + "\n")
     elif args.csv:
         env.stdout.write(_csv(report, args.all))
     elif not args.jsonl:
-        env.stdout.write(_table(report, args.all))
+        env.stdout.write(_table(report, args.all, args.verbose))
     if report.interrupted:
         env.error("interrupted: the ports above are what was found so far")
         return ExitCode.INTERRUPTED
@@ -209,7 +237,32 @@ def _footer(report: Any) -> str:
     return f"Scanned {hosts}, {_plural(report.ports, 'port')} each ({report.kind}), in {report.seconds:.2f}s"
 
 
-def _table(report: Any, everything: bool) -> str:
+def _nmap_files(args: argparse.Namespace, report: Any, env: Environment) -> bool:
+    """Write the -oX and -oG files; give True when one of them went to standard output instead of the table."""
+    import shlex
+
+    from .. import __version__
+    from ..scan.formats import grepable, nmap_xml
+
+    command = shlex.join(["sockscope", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 and sys.argv[1] == "scan" else "sockscope scan"
+    to_stdout = False
+    for path, make in ((args.xml_out, nmap_xml), (args.grep_out, grepable)):
+        if path is None:
+            continue
+        text = make(report, command, __version__)
+        if path == "-":
+            env.stdout.write(text)
+            to_stdout = True
+            continue
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise SockscopeError(f"cannot write {path!r}: {exc.strerror}") from None
+    return to_stdout
+
+
+def _table(report: Any, everything: bool, with_reasons: bool = False) -> str:
     lines = []
     for host in report.hosts:
         shown = f"{host.name} ({host.address})" if host.name else host.address
@@ -229,10 +282,14 @@ def _table(report: Any, everything: bool) -> str:
             banners = any(p.banner for p in listed)
             processes = [_process_text(p.process) for p in listed]
             process_width = max(len(text) for text in processes) + 1 if any(processes) else 0
-            header = f"{'PORT':<{width}} {'STATE':<14} {'SERVICE':<{service_width}} {'PROCESS' if process_width else '':<{process_width}}"
+            reason_width = max(len(p.reason) for p in listed) + 1 if with_reasons else 0
+            header = f"{'PORT':<{width}} {'STATE':<14} {'REASON' if with_reasons else '':<{reason_width}}{'SERVICE':<{service_width}} "
+            header += f"{'PROCESS' if process_width else '':<{process_width}}"
             lines.append((header + (" BANNER" if banners else "")).rstrip())
             for p, process in zip(listed, processes, strict=True):
-                line = f"{f'{p.port}/{p.proto}':<{width}} {p.state:<14} {p.service or '':<{service_width}} {process:<{process_width}} {p.banner or ''}"
+                reason = p.reason if with_reasons else ""
+                line = f"{f'{p.port}/{p.proto}':<{width}} {p.state:<14} {reason:<{reason_width}}{p.service or '':<{service_width}} "
+                line += f"{process:<{process_width}} {p.banner or ''}"
                 lines.append(line.rstrip())
         elif not hidden:
             lines.append("no ports answered")

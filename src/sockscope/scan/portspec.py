@@ -111,3 +111,24 @@ def top_ports(count: int, proto: str = "tcp") -> list[tuple[str, int]]:
     if count < 1:
         raise UsageError("--top-ports needs a number of at least 1")
     return [(proto, port) for port in ranked(proto)[:count]]
+
+
+def nmap_names(proto: str, path: str = NMAP_SERVICES) -> dict[int, str]:
+    """Give nmap's service name of each port of `proto` (empty without nmap-services), most frequent name first."""
+    names: dict[int, tuple[float, str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) < 3 or line.startswith("#") or not fields[1].endswith("/" + proto):
+                    continue
+                number = fields[1].partition("/")[0]
+                try:
+                    frequency = float(fields[2])
+                except ValueError:
+                    continue
+                if number.isdigit() and frequency >= names.get(int(number), (-1.0, ""))[0]:
+                    names[int(number)] = (frequency, fields[0])
+    except OSError:
+        return {}
+    return {port: name for port, (_frequency, name) in names.items()}

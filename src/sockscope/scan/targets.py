@@ -46,10 +46,10 @@ def _octets(text: str) -> list[list[int]] | None:
     return out
 
 
-def resolve_name(name: str) -> list[Host]:
-    """Give the addresses of a host name (UsageError when it has none)."""
+def resolve_name(name: str, ipv6: bool = False) -> list[Host]:
+    """Give the address of a host name, IPv4 first unless `ipv6` (UnresolvedHost when it has none)."""
     try:
-        found = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)
+        found = socket.getaddrinfo(name, None, socket.AF_INET6 if ipv6 else 0, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnresolvedHost(f"cannot resolve host {name!r}: {getattr(exc, 'strerror', None) or exc}") from None
     # one address per name, IPv4 first, as scanners do unless asked for IPv6
@@ -58,8 +58,15 @@ def resolve_name(name: str) -> list[Host]:
     return [Host(str(sockaddr[0]), int(family), name)]
 
 
-def expand(text: str) -> list[Host]:
-    """Give the hosts one target names: an address, a CIDR block, an octet range or a host name."""
+def expand(text: str, ipv6: bool = False) -> list[Host]:
+    """Give the hosts one target names: an address, a CIDR block, an octet range or a host name (only IPv6 ones with `ipv6`)."""
+    found = _expand(text, ipv6)
+    if ipv6 and any(host.family != socket.AF_INET6 for host in found):
+        raise UsageError(f"{text.strip()!r} is IPv4, and -6 asks for IPv6 targets")
+    return found
+
+
+def _expand(text: str, ipv6: bool) -> list[Host]:
     spec = text.strip()
     if not spec:
         raise UsageError("an empty target")
@@ -91,7 +98,7 @@ def expand(text: str) -> list[Host]:
         raise UsageError(f"{spec!r} is not an IPv4 address or range")
     if ":" in spec:
         raise UsageError(f"{spec!r} is not an IPv6 address")
-    return resolve_name(spec)
+    return resolve_name(spec, ipv6)
 
 
 def read_list(path: str) -> list[str]:
@@ -109,7 +116,7 @@ def read_list(path: str) -> list[str]:
     return [word for line in text.splitlines() for word in line.partition("#")[0].split()]
 
 
-def hosts(targets: Iterable[str], exclude: Iterable[str] = (), unresolved: Callable[[UnresolvedHost], None] | None = None) -> list[Host]:
+def hosts(targets: Iterable[str], exclude: Iterable[str] = (), unresolved: Callable[[UnresolvedHost], None] | None = None, *, ipv6: bool = False) -> list[Host]:
     """Give every host of the targets, in order, without repeats, minus the excluded ones.
 
     A name that does not resolve raises UnresolvedHost, or, with `unresolved`, is handed to it and
@@ -119,7 +126,7 @@ def hosts(targets: Iterable[str], exclude: Iterable[str] = (), unresolved: Calla
     seen: dict[str, Host] = {}
     for text in targets:
         try:
-            found = expand(text)
+            found = expand(text, ipv6)
         except UnresolvedHost as exc:
             if unresolved is None:
                 raise
