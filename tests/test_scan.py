@@ -60,12 +60,14 @@ def _others(address: str) -> set[int]:
 
 def test_open_set_is_exactly_the_listeners_every_run(listeners: dict[str, set[int]]) -> None:
     for _ in range(3):
+        # other people's tests open and close listeners on this host meanwhile: those seen before or after count as theirs
+        before = {address: _others(address) for address in listeners}
         report = scan(hosts(["127.0.0.1", "::1"]), parse_ports("-"))
         for host in report.hosts:
+            others = before[host.address] | _others(host.address)
             opened = {p.port for p in host.ports if p.state == "open"}
             assert listeners[host.address] <= opened
-            assert opened == listeners[host.address] | (_others(host.address) & opened)
-            assert opened - listeners[host.address] <= _others(host.address)
+            assert opened - listeners[host.address] <= others
             assert len(host.ports) == 65535 and {p.state for p in host.ports} <= {"open", "closed"}
 
 
