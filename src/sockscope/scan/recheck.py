@@ -61,9 +61,12 @@ def recheck(
     pending = deque(silent)
     size, limited = 1, False
     period: float | None = None  # the time between two tokens, once seen
-    coarse = True  # the first period seen may be up to twice too long (found by doubling waits)
+    coarse = True  # until two answers in a row are found by small steps, the period is a rough guess
     last_answer = time.monotonic()
+    last_precise = False  # the last answer came within a small step of its token's return
     empty_rounds = 0
+    safe = True  # this round does not start near the moment a token comes back
+    coarse_step = True  # the empty rounds before this one were spaced by doubling waits
     while pending:
         if stop is not None and stop():
             raise Stopped
@@ -74,27 +77,41 @@ def recheck(
         for found in heard.values():
             report(found)
         quiet = [job for job in group if job.port not in heard]
-        if sentinel_heard:
+        # Near a refill, a token may come back between a silent port's probe and the sentinel's:
+        # only a round that started away from that moment proves its silent ports silent.
+        if sentinel_heard and safe:
             for job in quiet:
                 report(Found(job.host, job.port, silent_state, "no-response", None))
             size = min(512, size * 2)
         else:
-            limited = True
+            limited = limited or not sentinel_heard
             pending.extendleft(reversed(quiet))
-            size = max(1, size // 2)
+            size = max(1, size // 2) if heard and not sentinel_heard else size  # closed ports among them: smaller groups
         if heard or sentinel_heard:
-            if empty_rounds:  # the bucket had been empty: this gap is one period (or a little more)
-                gap = now - last_answer
-                coarse, period = period is None, gap if period is None else min(period, gap)
-            last_answer, empty_rounds = now, 0
-            if not sentinel_heard and pending and period is not None:  # the bucket is empty: sleep until the next token is near
-                time.sleep(max(0.0, last_answer + period * (0.5 if coarse else 0.92) - time.monotonic()))
+            # An answer found by small steps after an empty bucket came within a step of its token;
+            # the gap between two such answers is one period, give or take a step (a bucket that
+            # kept part of a token makes a shorter gap, so other gaps only give a first guess).
+            precise = bool(empty_rounds) and period is not None and not coarse_step
+            gap = now - last_answer
+            if empty_rounds and period is None:
+                period = gap
+            elif precise and last_precise:
+                period = gap if coarse else max(period or 0.0, gap)
+                coarse = False
+            last_answer, last_precise, empty_rounds = now, precise, 0
+            safe = False
+            if pending and period is not None:  # the bucket may be empty: sleep until a token is back
+                pause = period * 0.5 if coarse else period * 1.025 + 0.005
+                time.sleep(max(0.0, last_answer + pause - time.monotonic()))
+                safe = not coarse
             continue
         empty_rounds += 1
+        safe = False
         elapsed = now - last_answer
         if elapsed > _LONGEST:
             return _give_up(pending, report, silent_state, limited)
         # near the next token: small steps; before any period is known: double the wait
+        coarse_step = period is None
         time.sleep(max(wait, period / 40) if period is not None else max(wait, elapsed))
     return limited
 
