@@ -334,4 +334,4 @@ def test_ctrl_c_prints_what_was_found_and_exits_130(tcp_listeners: dict[str, set
     closed = int(out.split("Not shown: ")[1].split()[0])
     assert 100 <= closed <= 400, out
     footer = out.strip().splitlines()[-1]
-    assert footer.startswith("Interrupted after ") and f"{closed + 1} of 65535 port probes of 1 host answered" in footer, footer
+    assert footer.startswith("Interrupted after ") and f"{closed + 1} of 65535 ports of 1 host probed" in footer, footer

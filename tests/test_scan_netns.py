@@ -210,3 +210,15 @@ def _against_nmap(kind: str, address: str, spec: str, truth: dict[int, str], our
     else:
         wrong = {port: state for port, state in theirs.items() if truth.get(port) != state}
         print(f"nmap {kind} got {len(wrong)} of {len(truth)} ports wrong in {seconds:.1f}s; we were right in {ours:.1f}s")
+
+
+@needs_root
+def test_stopping_while_asking_again_keeps_every_port_and_says_so(limited_host: Target) -> None:
+    time.sleep(1.5)
+    spec = f"{RL_REJECTED.start}-{RL_DROPPED.stop - 1}"
+    until = time.monotonic() + 1.0  # the fast pass takes milliseconds; the rate-limited rest takes seconds
+    report = scan(hosts([limited_host.v4]), parse_ports(spec), stop=lambda: time.monotonic() > until)
+    assert report.interrupted and len(report.hosts[0].ports) == len(RL_REJECTED) + len(RL_DROPPED)
+    assert any("interrupted while asking again" in note for note in report.notes), report.notes
+    # what was said is never wrong: a port called closed is one of the rejected ones
+    assert {p.port for p in report.hosts[0].ports if p.state == "closed"} <= set(RL_REJECTED)

@@ -233,7 +233,7 @@ def _footer(report: Any) -> str:
     if report.interrupted:
         answered = sum(len(host.ports) for host in report.hosts)
         total = len(report.hosts) * report.ports
-        return f"Interrupted after {report.seconds:.2f}s: {answered} of {total} port probes of {hosts} answered ({report.kind})"
+        return f"Interrupted after {report.seconds:.2f}s: {answered} of {total} ports of {hosts} probed ({report.kind})"
     return f"Scanned {hosts}, {_plural(report.ports, 'port')} each ({report.kind}), in {report.seconds:.2f}s"
 
 

@@ -325,7 +325,7 @@ def _drain(children: dict[int, int], pending: dict[int, bytes], selector: select
     pending.clear()
 
 
-def _recheck(engine: Engine, proto: str, targets: Sequence[Host], collector: _Collector, silent_state: str, stop: Stop | None) -> bool:
+def _recheck(engine: Engine, proto: str, targets: Sequence[Host], collector: _Collector, silent_state: str, stop: Stop | None, notes: list[str]) -> bool:
     """Ask again, at the pace of each host's ICMP rate limit, the ports that were silent while others answered. Give True when stopped early."""
     found = collector.found
     for index, host in enumerate(targets):
@@ -355,7 +355,12 @@ def _recheck(engine: Engine, proto: str, targets: Sequence[Host], collector: _Co
         try:
             recheck(engine, jobs, sentinel, wait, answer, silent_state, stop)
         except (KeyboardInterrupt, Stopped):
-            found[index].extend(state for state in silent if state.port not in told)  # as they were
+            left = [state for state in silent if state.port not in told]
+            found[index].extend(left)  # as they were
+            collector.done += len(left)
+            notes.append(
+                f"{host.address}: interrupted while asking again the ports its ICMP rate limit had silenced; {len(left)} {proto} ports stay as first seen"
+            )
             return True
     return False
 
@@ -456,11 +461,11 @@ def scan(
                     sock.close()
         else:  # a SYN scan calls an ICMP answer filtered, as silence is: only a connect scan has to ask again
             interrupted = _phase([connect_scan] * count, jobs, timing, "tcp", collector, stop)
-            interrupted = interrupted or _recheck(connect_scan, "tcp", targets, collector, "filtered", stop)
+            interrupted = interrupted or _recheck(connect_scan, "tcp", targets, collector, "filtered", stop, notes)
     if udp and not interrupted:
         jobs = [Job(index, host.address, host.family, port) for index, host in enumerate(targets) for port in udp]
         interrupted = _phase([udp_scan] * _worker_count(len(jobs), workers), jobs, timing, "udp", collector, stop)
-        interrupted = interrupted or _recheck(udp_scan, "udp", targets, collector, "open|filtered", stop)
+        interrupted = interrupted or _recheck(udp_scan, "udp", targets, collector, "open|filtered", stop, notes)
     _release_silent(targets, collector)
     if banners:  # an interrupted scan reads no banners but still tells the open ports it held back for them
         interrupted = _grab(targets, found, banner_timeout if not interrupted else 0.0, on_port, stop) or interrupted
