@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 
 from ls import SOCKSCOPE, compile_bytecode
@@ -135,20 +136,20 @@ def _medians(commands: tuple[str, str], runs: int) -> tuple[float, float]:
 
 
 def _ours(command: str) -> dict[int, str]:
-    """Our states of every port but the closed ones (nmap's grepable output leaves out its most common state)."""
+    """Our state of every port."""
     document = json.loads(subprocess.run([*command.split(), "--json", "--all"], capture_output=True, text=True, check=True).stdout)
-    return {p["port"]: p["state"] for p in document["hosts"][0]["ports"] if p["state"] != "closed"}
+    return {p["port"]: p["state"] for p in document["hosts"][0]["ports"]}
 
 
-def _theirs(command: str) -> dict[int, str]:
-    out = subprocess.run([*command.split(), "-oG", "-"], capture_output=True, text=True, check=True).stdout
-    states = {}
-    for line in out.splitlines():
-        if "Ports:" in line:
-            for item in line.split("Ports:")[1].split("Ignored")[0].split(","):
-                fields = item.strip().split("/")
-                states[int(fields[0])] = fields[1]
-    return {port: state for port, state in states.items() if state != "closed"}
+def _same(ours: dict[int, str], command: str) -> bool:
+    """Tell whether nmap's XML says what we said: each port it lists, and how many ports of each state it sums up."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(subprocess.run([*command.split(), "-oX", "-"], capture_output=True, text=True, check=True).stdout)
+    listed = {int(port.get("portid", "0")): port.find("state").get("state", "") for port in root.iter("port")}  # type: ignore[union-attr]
+    summed = {extra.get("state", ""): int(extra.get("count", "0")) for extra in root.iter("extraports")}
+    unlisted = Counter(state for port, state in ours.items() if port not in listed)
+    return all(ours.get(port) == state for port, state in listed.items()) and unlisted == Counter(summed)
 
 
 def main() -> None:
@@ -180,7 +181,7 @@ def main() -> None:
 
 def _compare(kind: str, address: str, pair: tuple[str, str], runs: int) -> None:
     mine, nmap = _medians(pair, runs)
-    same = _ours(pair[0]) == _theirs(pair[1])
+    same = _same(_ours(pair[0]), pair[1])
     print(f"{kind:16} {address:10} sockscope {mine * 1000:6.0f} ms   nmap {nmap * 1000:6.0f} ms   ratio {mine / nmap:.2f}   same answer: {same}")
 
 
