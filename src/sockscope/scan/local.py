@@ -13,6 +13,7 @@ import socket
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ..errors import SockscopeError
 from ..model import NetId, Owner, Socket
 from .targets import Host
 
@@ -69,9 +70,13 @@ def local_ports(targets: Sequence[Host], protos: Sequence[str]) -> dict[tuple[in
     from ..model import State
 
     wanted = [NetId.TCP] if protos == ["tcp"] else [NetId.UDP] if protos == ["udp"] else [NetId.TCP, NetId.UDP]
+    try:
+        listed = list_sockets(wanted)
+    except SockscopeError:  # no socket source here: scan as any other host would
+        return {}
     sockets = [
         sock
-        for sock in list_sockets(wanted)
+        for sock in listed
         if (sock.state == State.LISTEN if sock.netid == NetId.TCP else sock.peer.port == 0)  # type: ignore[union-attr]
     ]
     best: dict[tuple[int, str, int], tuple[int, Socket]] = {}
