@@ -163,7 +163,7 @@ def main() -> None:
         print("not root: only the connect scan on loopback is measured")
     compile_bytecode()
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} cores")
-    held = _start()
+    held = _start() if any(kind != "veth" for kind in kinds) else []
     try:
         for kind in kinds:
             if kind == "veth":
