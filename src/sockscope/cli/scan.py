@@ -239,6 +239,8 @@ def _footer(report: Any) -> str:
 
 def _nmap_files(args: argparse.Namespace, report: Any, env: Environment) -> bool:
     """Write the -oX and -oG files; give True when one of them went to standard output instead of the table."""
+    if args.xml_out is None and args.grep_out is None:
+        return False  # and the XML modules stay unimported
     import shlex
 
     from .. import __version__
