@@ -67,9 +67,13 @@ def recheck(
     empty_rounds = 0
     safe = True  # this round does not start near the moment a token comes back
     coarse_step = True  # the empty rounds before this one were spaced by doubling waits
+    rounds_left = 8 * len(silent) + 100  # a bound, whatever the host does
     while pending:
         if stop is not None and stop():
             raise Stopped
+        rounds_left -= 1
+        if rounds_left < 0:
+            return _give_up(pending, report, silent_state, limited)
         group = [pending.popleft() for _ in range(min(size, len(pending)))]
         heard = _probe(engine, [*group, sentinel], wait, stop)
         now = time.monotonic()
@@ -99,7 +103,8 @@ def recheck(
                 period = gap if coarse else max(period or 0.0, gap)
                 coarse = False
             last_answer, last_precise, empty_rounds = now, precise, 0
-            safe = False
+            # no empty bucket seen yet: rounds are nowhere near a refill (a port that answers without limit)
+            safe = period is None
             if pending and period is not None:  # the bucket may be empty: sleep until a token is back
                 pause = period * 0.5 if coarse else period * 1.025 + 0.005
                 time.sleep(max(0.0, last_answer + pause - time.monotonic()))
@@ -117,7 +122,7 @@ def recheck(
 
 
 def _give_up(pending: deque[Job], report: Callable[[Found], None], silent_state: str, limited: bool) -> bool:
-    """The sentinel no longer answers at all (its port changed, or a firewall appeared): leave the rest silent."""
+    """The sentinel no longer answers (its port changed, a firewall appeared), or the rounds ran out: leave the rest silent."""
     for job in pending:
         report(Found(job.host, job.port, silent_state, "no-response", None))
     return limited
