@@ -47,13 +47,18 @@ def exchange(p: int, request: bytes, wait: float = 5.0) -> bytes:
     """Send raw bytes, give everything the server sends until it closes (or `wait` passes)."""
     with socket.create_connection(("127.0.0.1", p)) as sock:
         sock.sendall(request)
-        sock.settimeout(wait)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pass
+        return read_all(sock, wait)
+
+
+def read_all(sock: socket.socket, wait: float) -> bytes:
+    """Give what arrives until the server closes or is silent for `wait` seconds."""
+    sock.settimeout(wait)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except TimeoutError:
+        pass
     return answer
 
 
@@ -121,13 +126,7 @@ def test_upgrade_is_ignored_and_answered_once(server: tuple[Served, int]) -> Non
     upgrade = b"GET /d/in.txt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server[1])) as sock:
         sock.sendall(upgrade)
-        sock.settimeout(0.5)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pass
+        answer = read_all(sock, 0.5)
         assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"in d")
         sock.sendall(b"GET /file.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # the connection is still HTTP
         sock.settimeout(5)

@@ -22,9 +22,7 @@ class Environment:
     @classmethod
     def from_process(cls) -> Environment:
         """Give the Environment of this process, honouring NO_COLOR, FORCE_COLOR and TERM=dumb."""
-        # A stream closed before we started (`sockscope ls >&-`) is None in Python: write nowhere.
-        stdout = sys.stdout if sys.stdout is not None else open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        stderr = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
+        stdout, stderr = sys.stdout, sys.stderr  # never None: cli.hold_standard_streams() ran first
         is_tty = stdout.isatty()
         color = is_tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
         if os.environ.get("FORCE_COLOR"):

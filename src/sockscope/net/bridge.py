@@ -246,10 +246,8 @@ class _Bridge:
                     self.pending.consume(count)
             except _WOULD_BLOCK:
                 return
-            except ConnectionRefusedError:
-                raise ConnectFailed("connection refused (the peer's port is closed)") from None
-            except ssl.SSLError as exc:
-                raise ConnectFailed(f"TLS error: {exc}") from None
+            except (ConnectionRefusedError, ssl.SSLError) as exc:
+                raise _failure(exc, "sending") from None
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE and self.outgoing and len(self.outgoing[0]) > 1:
                     self._split_head()
@@ -257,7 +255,7 @@ class _Bridge:
                 if exc.errno in _GONE:
                     self._stop_sending("the peer reset the connection" if exc.errno == errno.ECONNRESET else "the peer closed the connection")
                     return
-                raise ConnectFailed(f"sending failed: {exc.strerror or exc}") from None
+                raise _failure(exc, "sending") from None
             self.sent += count
             self.last_activity = time.monotonic()
             if self.dump and data:
@@ -287,16 +285,14 @@ class _Bridge:
                 data = self.sock.recv(size)
             except _WOULD_BLOCK:
                 return
-            except ConnectionRefusedError:
-                raise ConnectFailed("connection refused (the peer's port is closed)") from None
-            except ssl.SSLError as exc:
-                raise ConnectFailed(f"TLS error: {exc}") from None
+            except (ConnectionRefusedError, ssl.SSLError) as exc:
+                raise _failure(exc, "receiving") from None
             except OSError as exc:
                 if exc.errno in _GONE:
                     self.peer_open = False
                     self._stop_sending("the peer reset the connection")
                     return
-                raise ConnectFailed(f"receiving failed: {exc.strerror or exc}") from None
+                raise _failure(exc, "receiving") from None
             self.last_activity = self.last_arrival = time.monotonic()
             if not data:
                 if self.sock.type == socket.SOCK_DGRAM or (self.sock.type == socket.SOCK_SEQPACKET and not peer_shut_down(self.sock.fileno())):
@@ -432,3 +428,12 @@ def _bytes_acked(sock: socket.socket) -> int | None:
     except OSError:
         return None
     return int(struct.unpack_from("Q", info, 120)[0]) if len(info) >= 128 else None
+
+
+def _failure(exc: OSError, doing: str) -> ConnectFailed:
+    """Give the one-line error for a socket call that failed for good while `doing` (sending, receiving)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailed("connection refused (the peer's port is closed)")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectFailed(f"TLS error: {exc}")
+    return ConnectFailed(f"{doing} failed: {exc.strerror or exc}")
