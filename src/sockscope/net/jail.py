@@ -49,6 +49,8 @@ class Root:
     def __init__(self, path: str, kernel: bool | None = None) -> None:
         self.path = path
         self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        held = os.fstat(self.fd)
+        self.identity = (held.st_dev, held.st_ino)  # what `path` must still name for this root to be served
         if kernel is None:
             kernel = not os.environ.get("SOCKSCOPE_NO_OPENAT2")
         self.kernel = kernel and _SYSCALL is not None and self._openat2_works()
@@ -153,10 +155,10 @@ def root_of(path: str) -> Root:
     found = _ROOTS.get(path)
     if found is not None:
         try:
-            now, held = os.stat(path), os.fstat(found.fd)
+            now = os.stat(path)
         except OSError:  # gone for now: the old one still answers (404s)
             return found
-        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+        if (now.st_dev, now.st_ino) == found.identity:
             return found
         try:
             fresh = Root(path)
