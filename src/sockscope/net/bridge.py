@@ -253,7 +253,7 @@ class _Bridge:
                     self._split_head()
                     continue
                 if exc.errno in _GONE:
-                    self._stop_sending("the peer reset the connection" if exc.errno == errno.ECONNRESET else "the peer closed the connection")
+                    self._stop_sending(reset=exc.errno == errno.ECONNRESET)
                     return
                 raise _failure(exc, "sending") from None
             self.sent += count
@@ -270,11 +270,12 @@ class _Bridge:
         for start in reversed(range(0, len(head), self.limit)):
             self.outgoing.appendleft(head[start : start + self.limit])
 
-    def _stop_sending(self, why: str) -> None:
-        if self.broken is None or "reset" in why:
+    def _stop_sending(self, reset: bool = True) -> None:
+        why = "the peer reset the connection" if reset else "the peer closed the connection"
+        if self.broken is None or reset:  # a reset says more than a close seen before it
             self.broken = why
         self.want_shutdown = False
-        self.reset = self.reset or "reset" in why
+        self.reset = self.reset or reset
 
     # -- the socket to output -----------------------------------------------------------------
 
@@ -290,7 +291,7 @@ class _Bridge:
             except OSError as exc:
                 if exc.errno in _GONE:
                     self.peer_open = False
-                    self._stop_sending("the peer reset the connection")
+                    self._stop_sending()
                     return
                 raise _failure(exc, "receiving") from None
             self.last_activity = self.last_arrival = time.monotonic()
@@ -394,7 +395,7 @@ class _Bridge:
             pass
         except OSError as exc:
             if exc.errno in _GONE:
-                self._stop_sending("the peer reset the connection")
+                self._stop_sending()
 
     def _not_delivered(self) -> str:
         """Give how much input is known not to have reached the peer, as words ('' for nothing)."""
