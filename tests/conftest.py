@@ -37,9 +37,35 @@ def sockscope(*args: str, env: dict[str, str] | None = None, user: str | None = 
     full_env = dict(os.environ, **(env or {}))
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-        # another user cannot read root's site-packages, where the editable install points to the source
-        full_env.setdefault("PYTHONPATH", os.pathsep.join(sys.path))
+        # another user may read neither root's site-packages nor a checkout in a private directory
+        # (mktemp -d): it runs a world-readable copy of the package, then whatever else is on the path
+        found = full_env.get("PYTHONPATH") or os.pathsep.join(sys.path)
+        full_env["PYTHONPATH"] = os.pathsep.join([_readable_package(), found])
     return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=60, check=False)
+
+
+_COPIES: list[str] = []
+
+
+def _readable_package() -> str:
+    """Give a directory any user can read holding a copy of the package under test (made once)."""
+    if not _COPIES:
+        import atexit
+        import tempfile
+
+        import sockscope as package
+
+        where = tempfile.mkdtemp(prefix="sockscope-any-user-")
+        os.chmod(where, 0o755)
+        shutil.copytree(os.path.dirname(package.__file__), os.path.join(where, "sockscope"), ignore=shutil.ignore_patterns("__pycache__"))
+        for folder, dirs, files in os.walk(where):
+            for name in dirs:
+                os.chmod(os.path.join(folder, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644 if not name.endswith(".so") else 0o755)
+        atexit.register(shutil.rmtree, where, True)
+        _COPIES.append(where)
+    return _COPIES[0]
 
 
 def have(tool: str) -> bool:
