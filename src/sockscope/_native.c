@@ -82,7 +82,7 @@ static uint32_t u32(const unsigned char *p) {
 }
 
 #define INET_DIAG_SKV6ONLY 11
-#define SOCKET_FIELDS 13
+#define SOCKET_FIELDS 15
 
 /* INET_DIAG_SKV6ONLY of one message (m: after the netlink header, size: the rest of it):
  * 0 or 1, 2 when absent, -1 when the attributes are malformed (diag.attributes raises). Like
@@ -188,11 +188,14 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
             PyObject *wq = PyLong_FromUnsignedLong(u32(m + 60));
             PyObject *uid = PyLong_FromUnsignedLong(u32(m + 64));
             PyObject *inode = PyLong_FromUnsignedLong(u32(m + 68));
+            /* the cookie is two u32 words, the low one first (sock_diag_save_cookie) */
+            PyObject *cookie = PyLong_FromUnsignedLongLong((unsigned long long)u32(m + 44) | (unsigned long long)u32(m + 48) << 32);
             PyObject *sock = new_record(socket_type, SOCKET_FIELDS);
             uint32_t ifindex = u32(m + 40);
             PyObject *device = ifindex ? PyObject_CallFunction(devices, "k", (unsigned long)ifindex) : Py_NewRef(Py_None);
-            if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || sock == NULL || device == NULL) {
+            if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || cookie == NULL || sock == NULL || device == NULL) {
                 Py_XDECREF(device);
+                Py_XDECREF(cookie);
                 Py_XDECREF(rq);
                 Py_XDECREF(wq);
                 Py_XDECREF(uid);
@@ -217,6 +220,8 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
             PyTuple_SET_ITEM(sock, 10, Py_NewRef(Py_None));
             PyTuple_SET_ITEM(sock, 11, device);
             PyTuple_SET_ITEM(sock, 12, Py_NewRef(v6only == 2 ? Py_None : v6only ? Py_True : Py_False));
+            PyTuple_SET_ITEM(sock, 13, cookie);
+            PyTuple_SET_ITEM(sock, 14, Py_NewRef(Py_None));
             PyList_SET_ITEM(out, row++, sock);
         }
     }

@@ -121,6 +121,112 @@ class Owner(NamedTuple):
     user: str
 
 
+class TcpInfo(NamedTuple):
+    """A TCP socket's internals (struct tcp_info), in base units named by each field.
+
+    Times are microseconds (`_us`) or milliseconds (`_ms`, how long ago), rates bits per
+    second (`_bps`, as `ss` prints them), counters are counts or bytes. A field the running
+    kernel does not fill (its tcp_info is shorter) is None.
+    """
+
+    state: int
+    ca_state: int
+    retransmits: int
+    probes: int
+    backoff: int
+    options: int
+    snd_wscale: int
+    rcv_wscale: int
+    app_limited: bool
+    rto_us: int
+    ato_us: int
+    snd_mss: int
+    rcv_mss: int
+    unacked: int
+    sacked: int
+    lost: int
+    retrans: int
+    fackets: int
+    last_send_ms: int
+    last_ack_sent_ms: int
+    last_receive_ms: int
+    last_ack_ms: int
+    pmtu: int
+    rcv_ssthresh: int
+    rtt_us: int
+    rttvar_us: int
+    ssthresh: int
+    cwnd: int
+    advmss: int
+    reordering: int
+    rcv_rtt_us: int
+    rcv_space: int
+    total_retrans: int
+    pacing_rate_bps: int | None = None
+    max_pacing_rate_bps: int | None = None
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
+    segs_out: int | None = None
+    segs_in: int | None = None
+    notsent_bytes: int | None = None
+    min_rtt_us: int | None = None
+    data_segs_in: int | None = None
+    data_segs_out: int | None = None
+    delivery_rate_bps: int | None = None
+    busy_us: int | None = None
+    rwnd_limited_us: int | None = None
+    sndbuf_limited_us: int | None = None
+    delivered: int | None = None
+    delivered_ce: int | None = None
+    bytes_sent: int | None = None
+    bytes_retrans: int | None = None
+    dsack_dups: int | None = None
+    reord_seen: int | None = None
+    rcv_ooopack: int | None = None
+    snd_wnd: int | None = None
+    rcv_wnd: int | None = None
+    rehash: int | None = None
+
+
+class SocketMemory(NamedTuple):
+    """A socket's memory in bytes (SK_MEMINFO_*, what `ss -m` shows as skmem), drops a count."""
+
+    rmem_alloc: int
+    rcvbuf: int
+    wmem_alloc: int
+    sndbuf: int
+    fwd_alloc: int
+    wmem_queued: int
+    optmem: int
+    backlog: int | None = None
+    drops: int | None = None
+
+
+class Timer(NamedTuple):
+    """A pending socket timer, as `ss -o` shows it: `on`, `keepalive`, `timewait`, `persist`
+    (zero-window probe) or `delack`; when it fires (milliseconds from now, negative when late)
+    and how often it already fired (retransmits or probes)."""
+
+    name: str
+    expires_ms: int
+    retransmits: int
+
+
+class Internals(NamedTuple):
+    """What `ls -i`, `-m`, `-o` and `--cgroup` add to a socket; a group not asked for is None.
+
+    `congestion` is the congestion control algorithm (`cubic`, `bbr`, ...), `cgroup` the
+    cgroup v2 path (relative to the cgroup root, `/` for the root) and `cgroup_id` its id.
+    """
+
+    tcp: TcpInfo | None = None
+    congestion: str | None = None
+    memory: SocketMemory | None = None
+    timer: Timer | None = None
+    cgroup_id: int | None = None
+    cgroup: str | None = None
+
+
 class Socket(NamedTuple):
     """One socket on the host, as the kernel reports it.
 
@@ -132,6 +238,10 @@ class Socket(NamedTuple):
     that is listening or not connected, whether it takes IPv6 alone (False: IPv4 too, which
     `ss` shows as `*`); None when the kernel does not say (other states, other families, /proc).
     Both come after `owners` so records built by position keep their meaning.
+    `cookie` is the kernel's socket cookie (sock_diag sources; None from /proc): unique while
+    the socket lives, so it tells a new connection from an old one on the same ports, as an
+    inode does not for sockets that already closed. `internals` holds what `ls -i -m -o
+    --cgroup` asked for (None when nothing was).
     """
 
     netid: NetId
@@ -147,3 +257,5 @@ class Socket(NamedTuple):
     owners: tuple[Owner, ...] | None = None
     device: str | None = None
     v6only: bool | None = None
+    cookie: int | None = None
+    internals: Internals | None = None

@@ -359,6 +359,6 @@ def _from_proc(job: _Job, net_dir: str, notes: list[str]) -> list[Socket]:
 def _attach_owners(found: list[Socket], result: owners.OwnerScan) -> list[Socket]:
     """Give the sockets with every holding process filled in (C-level: this runs per socket)."""
     got = map(result.holders.get, map(itemgetter(7), found), repeat(()))
-    # owners (10) sits before device (11) and v6only (12): take those two along, by position
-    before = map(itemgetter(slice(None, 10)), found)
-    return list(map(tuple.__new__, repeat(Socket), map(add, before, zip(got, map(itemgetter(11), found), map(itemgetter(12), found), strict=False))))
+    # owners (10) sits before device, v6only, cookie and internals (11 on): take those along
+    before = map(add, map(itemgetter(slice(None, 10)), found), zip(got))
+    return list(map(tuple.__new__, repeat(Socket), map(add, before, map(itemgetter(slice(11, None)), found))))

@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from typing import cast
@@ -47,7 +48,7 @@ _ERRNO = struct.Struct("=i")
 # inet_diag_msg after the netlink header: family, state, timer, retrans, sport, dport (big
 # endian), src[16], dst[16], ifindex, cookie[8], expires, rqueue, wqueue, uid, inode.
 _INET_MSG_SIZE = 72
-_INET_FIELDS = "=16xBB6x16s16sI12xIIII"  # family, state, src, dst, ifindex, rqueue, wqueue, uid, inode
+_INET_FIELDS = "=16xBB6x16s16sIQ4xIIII"  # family, state, src, dst, ifindex, cookie, rqueue, wqueue, uid, inode
 _INET_PORTS = ">20xHH"
 INET_DIAG_SKV6ONLY = 11
 #: Kernel states (TCP_CLOSE, TCP_LISTEN) whose inet6 sockets carry INET_DIAG_SKV6ONLY.
@@ -312,7 +313,9 @@ def decode_inet(
             raise DecodeError(f"netlink inet_diag reply: message of {length} bytes is shorter than inet_diag_msg")
         body = view[offset : offset + length * count]
         rows = list(_struct(_INET_FIELDS, length).iter_unpack(body))
-        families, states, src, dst, ifindex, rqueue, wqueue, uid, inode = zip(*rows, strict=False)
+        families, states, src, dst, ifindex, cookies, rqueue, wqueue, uid, inode = zip(*rows, strict=False)
+        if sys.byteorder == "big":  # the cookie's two u32 words come low word first
+            cookies = tuple((cookie >> 32) | (cookie & 0xFFFFFFFF) << 32 for cookie in cookies)
         ports = zip(*_struct(_INET_PORTS, length).iter_unpack(body), strict=False)
         sport, dport = ports
         family_set = set(families)
@@ -343,6 +346,8 @@ def decode_inet(
                 repeat(None),
                 bound,
                 v6only,
+                cookies,
+                repeat(None),
             ),
         )
     return out
@@ -371,7 +376,7 @@ def _u32(value: memoryview | None, index: int = 0) -> int | None:
 
 
 _UNIX_NETID = {socket.SOCK_STREAM: NetId.UNIX_STREAM, socket.SOCK_DGRAM: NetId.UNIX_DGRAM, socket.SOCK_SEQPACKET: NetId.UNIX_SEQPACKET}
-_UNIX_MSG = struct.Struct("=BBBxI8x")  # family, type, state, pad, inode, cookie
+_UNIX_MSG = struct.Struct("=BBBxIII")  # family, type, state, pad, inode, cookie (low, high word)
 
 
 def unix_path(raw: bytes) -> str | None:
@@ -390,7 +395,7 @@ def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -
     for message in messages(chunk, spans):
         if len(message) < _HEADER.size + _UNIX_MSG.size:
             raise DecodeError(f"{source}: message of {len(message)} bytes is shorter than unix_diag_msg")
-        _family, kind, state, inode = _UNIX_MSG.unpack_from(message, _HEADER.size)
+        _family, kind, state, inode, cookie_low, cookie_high = _UNIX_MSG.unpack_from(message, _HEADER.size)
         attrs = attributes(message, _HEADER.size + _UNIX_MSG.size, source)
         name = attrs.get(0)
         rqlen = attrs.get(4)
@@ -409,6 +414,7 @@ def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -
                 inode,
                 _u32(attrs.get(7)),
                 netns,
+                cookie=cookie_low | cookie_high << 32,
             )
         )
     return out
