@@ -161,3 +161,26 @@ def test_mptcp_request_names_its_protocol_in_an_attribute() -> None:
     assert request[17] == diag.IPPROTO_MPTCP & 0xFF
     assert request[-8:] == struct.pack("=HHI", 8, diag.INET_DIAG_REQ_PROTOCOL, 262)
     assert len(diag.inet_request(socket.AF_INET, socket.IPPROTO_TCP, 0xFFF)) == 16 + 56  # no attribute for the others
+
+
+def test_tcp_info_of_a_live_socket_matches_what_the_kernel_counted() -> None:
+    import socket
+
+    from sockscope.inventory import diag
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            client.sendall(b"x" * 5000)
+            got = 0
+            while got < 5000:
+                got += len(server.recv(65536))
+            server.sendall(b"y" * 777)
+            assert len(client.recv(1000)) == 777
+            info = diag.tcp_info(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512))
+            assert info.state == 1
+            assert info.bytes_sent == 5000 and info.bytes_received == 777
+            # the first 104 bytes are every kernel's: the newer counters are then unknown
+            old = diag.tcp_info(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104))
+            assert old.bytes_acked is None and old.rtt_us > 0

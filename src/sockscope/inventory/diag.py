@@ -23,11 +23,15 @@ from ..model import (
     KERNEL_STATES,
     Endpoint,
     Family,
+    Internals,
     NetId,
     NetlinkEndpoint,
     PacketEndpoint,
     Socket,
+    SocketMemory,
     State,
+    TcpInfo,
+    Timer,
     UnixEndpoint,
     VsockEndpoint,
 )
@@ -367,6 +371,108 @@ def attributes(message: memoryview, start: int, source: str) -> dict[int, memory
         found[kind & 0x3FFF] = message[offset + _ATTR.size : offset + length]
         offset += (length + 3) & ~3
     return found
+
+
+# ---------------------------------------------------------------- internals (ls -i -m -o --cgroup)
+
+INET_DIAG_MEMINFO = 1
+INET_DIAG_INFO = 2
+INET_DIAG_CONG = 4
+INET_DIAG_SKMEMINFO = 7
+INET_DIAG_CGROUP_ID = 21
+#: idiag_ext bits asking for each attribute (bit n asks for attribute n + 1).
+EXT_MEMINFO = 1 << (INET_DIAG_MEMINFO - 1)
+EXT_INFO = 1 << (INET_DIAG_INFO - 1)
+EXT_CONG = 1 << (INET_DIAG_CONG - 1)
+EXT_SKMEMINFO = 1 << (INET_DIAG_SKMEMINFO - 1)
+
+# struct tcp_info, in the order of linux/tcp.h. The first part (to total_retrans, 104 bytes)
+# is in every kernel with inet_diag; later kernels appended the rest, so the fields past the
+# length the kernel sent are None.
+_TCP_INFO_HEAD = struct.Struct("=8B24I")
+_TCP_INFO_TAIL = (  # (struct format, fields it fills), appended in kernel order
+    ("QQQQII", 6),  # pacing_rate, max_pacing_rate, bytes_acked, bytes_received, segs_out, segs_in
+    ("IIII", 4),  # notsent_bytes, min_rtt, data_segs_in, data_segs_out
+    ("Q", 1),  # delivery_rate
+    ("QQQ", 3),  # busy_time, rwnd_limited, sndbuf_limited
+    ("II", 2),  # delivered, delivered_ce
+    ("QQII", 4),  # bytes_sent, bytes_retrans, dsack_dups, reord_seen
+    ("I", 1),  # rcv_ooopack
+    ("I", 1),  # snd_wnd
+    ("II", 2),  # rcv_wnd, rehash
+)
+_TCP_INFO_PARTS = [(struct.Struct("=" + fields), count) for fields, count in _TCP_INFO_TAIL]
+_RATE_FIELDS = {0, 1, 10}  # pacing_rate, max_pacing_rate, delivery_rate: bytes/s in the kernel
+_TIMERS = ("", "on", "keepalive", "timewait", "persist")
+
+
+def tcp_info(raw: bytes | memoryview) -> TcpInfo:
+    """Give the TcpInfo of a struct tcp_info as the kernel sent it (any kernel's length).
+
+    Rates become bits per second, as `ss` prints them; a field the kernel did not send is None.
+    """
+    if len(raw) < _TCP_INFO_HEAD.size:
+        raise DecodeError(f"tcp_info of {len(raw)} bytes is shorter than the {_TCP_INFO_HEAD.size} every kernel sends")
+    head = _TCP_INFO_HEAD.unpack_from(raw)
+    wscale, flags = head[6], head[7]
+    values = [*head[:6], wscale & 0xF, wscale >> 4, bool(flags & 1), *head[8:]]
+    offset = _TCP_INFO_HEAD.size
+    tail: list[int | None] = []
+    for part, count in _TCP_INFO_PARTS:
+        if offset + part.size > len(raw):
+            tail += [None] * count
+            continue
+        tail += part.unpack_from(raw, offset)
+        offset += part.size
+    for index in _RATE_FIELDS:
+        rate = tail[index]
+        if rate is not None:
+            tail[index] = rate * 8
+    return TcpInfo(*values, *tail)
+
+
+def socket_memory(raw: bytes | memoryview) -> SocketMemory:
+    """Give the SocketMemory of an INET_DIAG_SKMEMINFO (or UNIX_DIAG_MEMINFO) array of u32."""
+    count = len(raw) // 4
+    if count < 7:
+        raise DecodeError(f"socket memory of {len(raw)} bytes is shorter than the 28 every kernel sends")
+    fields = struct.unpack_from(f"={min(count, 9)}I", raw)
+    return SocketMemory(*fields)
+
+
+def timer(kind: int, expires_ms: int, retransmits: int) -> Timer | None:
+    """Give the pending timer an inet_diag_msg names (idiag_timer, _expires, _retrans), or None."""
+    if kind == 0:
+        return None
+    name = _TIMERS[kind] if kind < len(_TIMERS) else "unknown"
+    return Timer(name, expires_ms if expires_ms < 1 << 31 else expires_ms - (1 << 32), retransmits)
+
+
+_INET_TIMER = struct.Struct("=2xBB48xI")  # idiag_timer, idiag_retrans, idiag_expires
+
+
+def internals(message: memoryview, attrs: dict[int, memoryview], timers: bool = False, cgroups: bool = False) -> Internals:
+    """Give the Internals of one inet_diag message (header included) and its attributes.
+
+    Groups come from what the reply holds (the request's idiag_ext chose it): tcp_info and the
+    congestion algorithm, socket memory; the timer from the message itself when `timers`, the
+    cgroup id when `cgroups`. The cgroup path is left for the caller (it needs /sys).
+    """
+    info = attrs.get(INET_DIAG_INFO)
+    cong = attrs.get(INET_DIAG_CONG)
+    memory = attrs.get(INET_DIAG_SKMEMINFO)
+    pending = None
+    if timers:
+        kind, retrans, expires = _INET_TIMER.unpack_from(message, _HEADER.size)
+        pending = timer(kind, expires, retrans)
+    cgroup = attrs.get(INET_DIAG_CGROUP_ID) if cgroups else None
+    return Internals(
+        tcp_info(info) if info is not None and len(info) >= _TCP_INFO_HEAD.size else None,
+        bytes(cong).split(b"\0", 1)[0].decode("ascii", "replace") if cong is not None else None,
+        socket_memory(memory) if memory is not None else None,
+        pending,
+        int(struct.unpack_from("=Q", cgroup)[0]) if cgroup is not None and len(cgroup) >= 8 else None,
+    )
 
 
 def _u32(value: memoryview | None, index: int = 0) -> int | None:
