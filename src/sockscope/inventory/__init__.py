@@ -60,6 +60,11 @@ class Query(NamedTuple):
     proc_root: str | None = None  # None: $SOCKSCOPE_PROC or /proc
     where: Callable[[Socket], bool] | None = None
     local_port: int | None = None  # only inet sockets bound to this port (filtered in the kernel)
+    internals: frozenset[str] = frozenset()  # of INTERNALS: what `ls -i -m -o --cgroup` add
+
+
+#: The groups of Socket.internals a Query may ask for (inet sockets from sock_diag).
+INTERNALS = frozenset({"info", "memory", "timers", "cgroup"})
 
 
 class Inventory(NamedTuple):
@@ -162,7 +167,7 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
     plan: list[_Job] = []
     for netid in (NetId.TCP, NetId.UDP, NetId.RAW, NetId.MPTCP):
         if netid in netids:
-            plan += [_inet_job(netid, af, query.states, label, query.local_port) for _fam, af in inet_families]
+            plan += [_inet_job(netid, af, query.states, label, query.local_port, query.internals) for _fam, af in inet_families]
     if netids & UNIX_NETIDS and Family.UNIX in query.families:
         plan.append(_unix_job(query.states, label))
     if NetId.NETLINK in netids and Family.NETLINK in query.families:
@@ -221,17 +226,18 @@ def _no_proc_file(_net_dir: str, _notes: list[str]) -> list[Socket]:
     return []
 
 
-def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port: int | None) -> _Job:
+def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port: int | None, internals: frozenset[str] = frozenset()) -> _Job:
     protocol = _PROTOCOLS[netid]
     addresses = diag.AddressText()
     devices = diag.Devices(interface_name)
     kind = _PROC_FILES.get(netid, netid.value)
     name = kind + ("6" if af == socket.AF_INET6 else "")
     port = None if netid is NetId.RAW else local_port  # a raw socket's "port" is its protocol
+    ext = (diag.EXT_INFO | diag.EXT_CONG if "info" in internals else 0) | (diag.EXT_SKMEMINFO if "memory" in internals else 0)
     return _Job(
         f"netlink inet_diag {name}",
-        diag.inet_request(af, protocol, states, local_port=port),
-        lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label, devices),
+        diag.inet_request(af, protocol, states, ext=ext, local_port=port),
+        lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label, devices, internals),
         # the kernel has no /proc/net file for MPTCP: without its diag module there is nothing to read
         _proc_file(name, lambda text, path, skipped: procnet.parse_inet(text, kind, path, label, skipped)) if netid in _PROC_FILES else _no_proc_file,
     )

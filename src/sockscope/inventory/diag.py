@@ -295,18 +295,35 @@ def _v6only_column(body: memoryview, length: int, states: tuple[int, ...]) -> li
     return flags
 
 
+def _internals_column(body: memoryview, length: int, count: int, asked: frozenset[str]) -> list[Internals]:
+    timers, cgroups = "timers" in asked, "cgroup" in asked
+    out = []
+    for index in range(count):
+        message = body[index * length : (index + 1) * length]
+        attrs = attributes(message, _HEADER.size + _INET_MSG_SIZE, "netlink inet_diag reply")
+        out.append(internals(message, attrs, timers, cgroups))
+    return out
+
+
 def decode_inet(
-    chunk: bytes, spans: Iterable[Span], protocol: int, addresses: AddressText, netns: str | None = None, devices: Devices | None = None
+    chunk: bytes,
+    spans: Iterable[Span],
+    protocol: int,
+    addresses: AddressText,
+    netns: str | None = None,
+    devices: Devices | None = None,
+    internals: frozenset[str] = frozenset(),
 ) -> list[Socket]:
     """Give the Sockets of inet_diag replies (one protocol) in the spans of a chunk.
 
     `devices` names the interface a socket is bound to; without it the index is given as text.
+    With `internals` (groups of inventory.INTERNALS), each Socket carries its Internals.
     """
     netid = _INET_NETID[protocol]
     devices = devices or Devices()
     spans = list(spans)
     fast = native.accel
-    if fast is not None:  # the whole chunk in one call, or None for anything unusual in it
+    if fast is not None and not internals:  # the whole chunk in one call, or None for anything unusual in it
         rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
         if rows is not None:
             return cast(list[Socket], rows)
@@ -333,6 +350,7 @@ def decode_inet(
         fam = Family.INET if family == socket.AF_INET else Family.INET6
         bound = map(devices, ifindex) if any(ifindex) else repeat(None)
         v6only = _v6only_column(body, length, states) if family == socket.AF_INET6 and V6ONLY_STATES.intersection(states) else repeat(None)
+        extra = _internals_column(body, length, len(rows), internals) if internals else repeat(None)
         out += map(
             tuple.__new__,
             repeat(Socket),
@@ -351,7 +369,7 @@ def decode_inet(
                 bound,
                 v6only,
                 cookies,
-                repeat(None),
+                extra,
             ),
         )
     return out
