@@ -243,3 +243,43 @@ def test_quick_path_leaves_argparse_unimported() -> None:
     script = "import sys; sys.argv = ['sockscope', '-tln']; from sockscope.cli import main; main(); print('argparse' in sys.modules, file=sys.stderr)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
     assert result.stderr.strip() == "False"
+
+
+def test_small_listing_with_processes_loads_no_heavy_module() -> None:
+    # typing, socket.py, threading and queue were a third of `sockscope -tlnp` on a small host
+    heavy = ["argparse", "typing", "socket", "threading", "queue", "importlib", "json"]
+    script = "import sys; sys.argv = ['sockscope', '-tlnp']; from sockscope.cli import main; main()"
+    script += f"; print(sorted(set({heavy!r}) & set(sys.modules)), file=sys.stderr)"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # -S: no site, as in a bare venv
+    )
+    assert result.stderr.strip() == "[]"
+    assert "LISTEN" in result.stdout or result.stdout.startswith("State")
+
+
+def test_records_made_at_run_time_behave_as_typed_named_tuples() -> None:
+    from sockscope.model import Endpoint, Socket
+    from sockscope.records import NamedTuple
+
+    class Pair(NamedTuple):
+        """Two numbers."""
+
+        left: int
+        right: int = 2
+
+        def total(self) -> int:
+            return self.left + self.right
+
+    assert Pair(1).total() == 3 and Pair(1, 5) == (1, 5) and Pair.__doc__ == "Two numbers."
+    assert Pair._fields == ("left", "right") and Pair(1)._replace(left=4) == Pair(4, 2)
+    assert Socket._field_defaults["owners"] is None and Endpoint("::1", 80).port == 80
+    with pytest.raises(TypeError):
+
+        class Wrong(NamedTuple):
+            first: int = 1
+            second: int

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from .errors import UsageError
+from .records import NamedTuple
 
 Kind = Literal["tcp", "udp", "unix", "unix-dgram", "seqpacket"]
 INET_KINDS = ("tcp", "udp")

@@ -8,7 +8,8 @@ inventory as fast as `ss` (see bench/). They compare, hash and unpack like tuple
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+
+from .records import NamedTuple
 
 
 class Family(enum.StrEnum):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+
+from .records import NamedTuple
 
 SERVICES_FILE = os.environ.get("SOCKSCOPE_SERVICES", "/etc/services")
 

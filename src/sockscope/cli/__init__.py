@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import importlib
-import math
 import os
 import sys
 
@@ -59,7 +57,7 @@ def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
+        value = float("nan")
     if not -LONGEST <= value <= LONGEST:  # also false for nan
         import argparse
 
@@ -91,7 +89,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _module(command: str) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{COMMANDS[command]}")
+    # __import__ rather than importlib.import_module: the importlib package is not loaded at start-up
+    name = f"{__name__}.{COMMANDS[command]}"
+    __import__(name)
+    return sys.modules[name]
 
 
 def _normalise(argv: list[str]) -> list[str]:

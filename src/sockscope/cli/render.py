@@ -17,13 +17,15 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
 from .. import native
 from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
+from ..records import NamedTuple
 
+TYPE_CHECKING = False  # importing `typing` costs a tenth of `sockscope -tlnp` on a small host
 if TYPE_CHECKING:
     import json
+    from typing import IO, Any
 
 PortNames = dict[int, str]
 
@@ -163,7 +165,7 @@ class EndpointText:
             return InetCells(list(sockets), index, self.hosts, self.names.get(next(iter(netids)), {}), is_peer, special)
         cells = [self.one(end, s.netid, s.inode, is_peer) for s, end in zip(sockets, map(itemgetter(index), sockets), strict=True)]
         for row, head in special.items():
-            end = cast(Endpoint, sockets[row][index])
+            end: Endpoint = sockets[row][index]  # type: ignore[assignment]  # inet rows hold Endpoints
             cells[row] = inet_texts([end], {end.address: head}, self.names.get(sockets[row].netid, {}), is_peer)[0]
         return cells
 

@@ -7,22 +7,27 @@ kernel's work overlaps our decoding and the /proc/<pid>/fd scan.
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py adds ~2 ms of start-up (enum conversions) and nothing used here
+import _thread
 import gc
 import os
-import queue
-import socket
 import sys
-import threading
+from _queue import SimpleQueue  # what queue.SimpleQueue is, without queue.py's start-up
 from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import compress, repeat
 from operator import add, itemgetter
-from typing import Literal, NamedTuple, cast
+from types import ModuleType
 
 from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
-from . import diag, netlink, owners, procnet
+from ..records import NamedTuple
+from . import diag, netlink, owners
 
-Source = Literal["auto", "netlink", "proc"]
+TYPE_CHECKING = False  # importing `typing` costs a tenth of `sockscope -tlnp` on a small host
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Source = Literal["auto", "netlink", "proc"]
 
 INET_NETIDS = frozenset({NetId.TCP, NetId.UDP, NetId.RAW, NetId.MPTCP})
 UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
@@ -208,6 +213,8 @@ def _proc_file(name: str, parse: Parse) -> Callable[[str, list[str]], list[Socke
     skipped)`; lines it cannot read are skipped and counted in one note for the file."""
 
     def fallback(net_dir: str, notes: list[str]) -> list[Socket]:
+        from . import procnet  # the fallback alone reads /proc/net: most runs never need it
+
         text, path = procnet.read(net_dir, name)
         skipped: list[str] = []
         found = parse(text, path, skipped)
@@ -216,6 +223,12 @@ def _proc_file(name: str, parse: Parse) -> Callable[[str, list[str]], list[Socke
         return found
 
     return fallback
+
+
+def _procnet() -> ModuleType:
+    from . import procnet
+
+    return procnet
 
 
 def _count(number: int, thing: str) -> str:
@@ -239,7 +252,7 @@ def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port:
         diag.inet_request(af, protocol, states, ext=ext, local_port=port),
         lambda chunk, spans: diag.decode_inet(chunk, spans, protocol, addresses, label, devices, internals),
         # the kernel has no /proc/net file for MPTCP: without its diag module there is nothing to read
-        _proc_file(name, lambda text, path, skipped: procnet.parse_inet(text, kind, path, label, skipped)) if netid in _PROC_FILES else _no_proc_file,
+        _proc_file(name, lambda text, path, skipped: _procnet().parse_inet(text, kind, path, label, skipped)) if netid in _PROC_FILES else _no_proc_file,
     )
 
 
@@ -248,7 +261,7 @@ def _unix_job(states: int, label: str | None) -> _Job:
         "netlink unix_diag",
         diag.unix_request(states),
         lambda chunk, spans: diag.decode_unix(chunk, spans, label),
-        _proc_file("unix", lambda text, path, skipped: procnet.parse_unix(text, path, label, skipped)),
+        _proc_file("unix", lambda text, path, skipped: _procnet().parse_unix(text, path, label, skipped)),
         fill_unix_peers,
     )
 
@@ -258,7 +271,7 @@ def _netlink_job(label: str | None) -> _Job:
         "netlink netlink_diag",
         diag.netlink_request(),
         lambda c, s: diag.decode_netlink(c, s, label),
-        _proc_file("netlink", lambda text, path, skipped: procnet.parse_netlink(text, path, label, skipped)),
+        _proc_file("netlink", lambda text, path, skipped: _procnet().parse_netlink(text, path, label, skipped)),
     )
 
 
@@ -277,7 +290,7 @@ def _packet_job(label: str | None) -> _Job:
         "netlink packet_diag",
         diag.packet_request(),
         lambda c, s: diag.decode_packet(c, s, interface_name, label),
-        _proc_file("packet", lambda text, path, skipped: procnet.parse_packet(text, path, interface_name, label, skipped)),
+        _proc_file("packet", lambda text, path, skipped: _procnet().parse_packet(text, path, interface_name, label, skipped)),
     )
 
 
@@ -305,11 +318,14 @@ def _run(plan: list[_Job], source: Source, net_dir: str, notes: list[str]) -> li
     """Run the jobs: netlink dumps in a helper thread (decoded here as chunks arrive), or /proc."""
     if source == "proc":
         return [sock for job in plan for sock in job.finish(_from_proc(job, net_dir, notes))]
-    chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
-    reader = threading.Thread(target=_dump_all, args=(plan, chunks), daemon=True)
+    chunks: SimpleQueue[object] = SimpleQueue()
+    # _thread, the documented low-level API, rather than threading: that module's import alone
+    # costs a small listing more than the thread does
+    finished = _thread.allocate_lock()
+    finished.acquire()
     previous = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)  # let the reader take the GIL back quickly after each recv()
-    reader.start()
+    _thread.start_new_thread(_dump_all, (plan, chunks, finished))
     found: list[Socket] = []
     try:
         for job in plan:
@@ -322,16 +338,16 @@ def _run(plan: list[_Job], source: Source, net_dir: str, notes: list[str]) -> li
                     break
                 if isinstance(item, BaseException):
                     raise item
-                chunk, spans = cast(tuple[bytes, list[diag.Span]], item)
-                part += job.decode(chunk, spans)
+                pair: tuple[bytes, list[diag.Span]] = item  # type: ignore[assignment]  # the reader puts (chunk, spans) pairs
+                part += job.decode(*pair)
             found += job.finish(part)
     finally:
-        reader.join()
+        finished.acquire()
         sys.setswitchinterval(previous)
     return found
 
 
-def _until_end(chunks: queue.SimpleQueue[object]) -> Iterator[object]:
+def _until_end(chunks: SimpleQueue[object]) -> Iterator[object]:
     while (item := chunks.get()) is not _END:
         if isinstance(item, BaseException):
             # the reader puts the job's end marker right after an error: take it before the
@@ -343,14 +359,17 @@ def _until_end(chunks: queue.SimpleQueue[object]) -> Iterator[object]:
         yield item
 
 
-def _dump_all(plan: list[_Job], chunks: queue.SimpleQueue[object]) -> None:
-    for job in plan:
-        try:
-            for item in netlink.dump(job.request, job.source):
-                chunks.put(item)
-        except (SockscopeError, OSError) as exc:
-            chunks.put(exc)
-        chunks.put(_END)
+def _dump_all(plan: list[_Job], chunks: SimpleQueue[object], finished: _thread.LockType) -> None:
+    try:
+        for job in plan:
+            try:
+                for item in netlink.dump(job.request, job.source):
+                    chunks.put(item)
+            except (SockscopeError, OSError) as exc:
+                chunks.put(exc)
+            chunks.put(_END)
+    finally:
+        finished.release()
 
 
 def _from_proc(job: _Job, net_dir: str, notes: list[str]) -> list[Socket]:

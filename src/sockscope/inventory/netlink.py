@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py adds ~2 ms of start-up (enum conversions) and nothing used here
 import errno
 import os
-import socket
 from collections.abc import Iterator
 
 from ..errors import PermissionDenied, SourceUnavailable
@@ -24,9 +24,12 @@ def _open(source: str) -> socket.socket:
 
 def command(request: bytes, source: str) -> int:
     """Send one request that the kernel acknowledges (SOCK_DESTROY); give its errno (0: done)."""
-    with _open(source) as sock:
+    sock = _open(source)
+    try:
         sock.sendto(request, (0, 0))
         return diag.ack_error(sock.recv(65536))
+    finally:
+        sock.close()
 
 
 def dump(request: bytes, source: str) -> Iterator[tuple[bytes, list[diag.Span]]]:
@@ -34,7 +37,8 @@ def dump(request: bytes, source: str) -> Iterator[tuple[bytes, list[diag.Span]]]
 
     Raises SourceUnavailable when this kernel has no sock_diag (or not for that family).
     """
-    with _open(source) as sock:
+    sock = _open(source)
+    try:
         sock.sendto(request, (0, 0))
         while True:
             try:
@@ -47,3 +51,5 @@ def dump(request: bytes, source: str) -> Iterator[tuple[bytes, list[diag.Span]]]
                 yield chunk, spans
             if done or not chunk:
                 return
+    finally:
+        sock.close()

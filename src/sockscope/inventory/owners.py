@@ -10,13 +10,13 @@ from __future__ import annotations
 import array
 import os
 import pwd
-import threading
+import sys
 from collections import Counter
 from collections.abc import Collection, Iterable
 from itertools import repeat
-from typing import NamedTuple
 
 from ..model import Owner
+from ..records import NamedTuple
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -154,6 +154,13 @@ def _steal(tasks: list[Task], tasks_fd: int, worker: _Worker) -> None:
         worker.read(tasks[int.from_bytes(taken, "little")])
 
 
+def _single_threaded() -> bool:
+    """Tell whether fork() is safe: no other threads (a program without `threading` loaded has none
+    of its making; importing it here only to ask would cost every small listing its start-up)."""
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
+
+
 class Scanner:
     """An owner scan under way: a forked helper reads descriptors while the caller does other work.
 
@@ -171,7 +178,7 @@ class Scanner:
         self.helper: int | None = None
         self.tasks_fd: int | None = None
         self.result_fd: int | None = None
-        if parallel and total >= self.MIN_PARALLEL and (os.cpu_count() or 1) > 1 and threading.active_count() == 1:
+        if parallel and total >= self.MIN_PARALLEL and (os.cpu_count() or 1) > 1 and _single_threaded():
             self._fork()
 
     def _fork(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
 
+from ..records import NamedTuple
 from .owners import process_name, process_user, stat_fields
 
 

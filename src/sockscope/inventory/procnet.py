@@ -13,9 +13,9 @@ hold any other byte, and /proc/net/unix prints a name holding "\n" over several 
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py adds ~2 ms of start-up (enum conversions) and nothing used here
 import os
 import re
-import socket
 from collections.abc import Callable
 
 from ..errors import DecodeError, SourceUnavailable

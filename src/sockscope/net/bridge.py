@@ -21,9 +21,9 @@ import termios
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ..errors import ConnectFailed, SockscopeError
+from ..records import NamedTuple
 from .listeners import peer_shut_down
 from .stdio import Chunks, CrLf, ioctl_int, is_file, is_pipe, pipe_room, readable_now, usable
 

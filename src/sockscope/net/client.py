@@ -10,10 +10,11 @@ import contextlib
 import errno
 import socket
 import ssl
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..address import Address, resolve, sockaddr_text
 from ..errors import ConnectFailed, UsageError
+from ..records import NamedTuple
 from .bridge import Options, bridge
 from .listeners import peer_credentials
 

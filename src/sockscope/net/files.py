@@ -15,8 +15,8 @@ import stat
 import time
 import urllib.parse
 from email.utils import formatdate, parsedate_to_datetime
-from typing import NamedTuple
 
+from ..records import NamedTuple
 from .hub import printable_text
 from .jail import Root
 

@@ -16,11 +16,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import NamedTuple
 
 import httptools
 
 from .. import __version__
+from ..records import NamedTuple
 from .files import Reply, answer, http_date, page
 from .hub import Hub
 from .jail import root_of

@@ -11,10 +11,11 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..address import Address
 from ..errors import SockscopeError, UsageError
+from ..records import NamedTuple
 from .listeners import Narrate
 
 MODES = ("print", "echo", "discard", "chat", "http")

@@ -11,11 +11,11 @@ import errno
 import os
 import socket
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
 from ..inventory import diag, netlink, owners, proc_root
 from ..model import STATE_NUMBERS, Family, NetId, Socket
+from ..records import NamedTuple
 
 _PROTOCOLS = {NetId.TCP: socket.IPPROTO_TCP, NetId.UDP: socket.IPPROTO_UDP}
 

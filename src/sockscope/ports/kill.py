@@ -12,11 +12,11 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 from ..errors import NothingFound, PermissionDenied, SockscopeError, UsageError
 from ..inventory.owners import holds
 from ..inventory.processes import ProcessInfo
+from ..records import NamedTuple
 from .who import Target, who
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import NamedTuple
 
 from .. import services
 from ..address import parse_port, parse_range
 from ..errors import UsageError
+from ..records import NamedTuple
 from .free import ephemeral_range, unprivileged_port_start
 
 

@@ -8,10 +8,11 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, cast
+from typing import cast
 
 from ..address import Address, resolve
 from ..errors import SockscopeError
+from ..records import NamedTuple
 
 
 class Waited(NamedTuple):

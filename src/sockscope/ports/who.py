@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from ..address import parse_port
 from ..errors import UsageError
@@ -12,6 +11,7 @@ from ..inventory import Query, proc_root, state_mask, take
 from ..inventory.owners import find_holders, scan
 from ..inventory.processes import ProcessInfo, describe
 from ..model import Endpoint, NetId, Socket, State, UnixEndpoint
+from ..records import NamedTuple
 
 UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
 # Every state in which a process holds the socket (TIME-WAIT sockets belong to no process).

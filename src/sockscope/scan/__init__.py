@@ -24,10 +24,11 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ..errors import SockscopeError, UsageError
 from ..model import Owner
+from ..records import NamedTuple
 from ..resources import raise_file_limit
 from ..services import by_port
 from .engine import Found, Job, Stop, Stopped, Timing, connect_scan, icmp_refused

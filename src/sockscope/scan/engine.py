@@ -19,9 +19,9 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from ..errors import SockscopeError
+from ..records import NamedTuple
 
 RST_LINGER = struct.pack("ii", 1, 0)
 _SLOW_DOWN = {errno.EADDRNOTAVAIL, errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from ..errors import SockscopeError
 from ..model import NetId, Owner, Socket
+from ..records import NamedTuple
 from .targets import Host
 
 _WILDCARD: dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}

@@ -9,9 +9,9 @@ import ipaddress
 import itertools
 import socket
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 from ..errors import UsageError
+from ..records import NamedTuple
 
 MAX_HOSTS = 1 << 20
 
