@@ -169,3 +169,54 @@ def test_device_and_v6only_are_decoded_in_c_too() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(native, "accel", None)
         assert diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText(), None, diag.Devices(lambda i: f"if{i}")) == rows
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, -1), (0, 12), (12, 30), (30, -1), (5000, -1)])
+def test_fd_walk_equals_the_python_walk(low: int, high: int) -> None:
+    import array
+    import os
+    import socket
+
+    from sockscope.inventory import owners
+
+    held = [socket.socket() for _ in range(20)] + list(socket.socketpair())
+    others = [open(os.devnull) for _ in range(5)]  # noqa: SIM115 - held open on purpose: not sockets
+    fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = [name for name in os.listdir(fd_dir) if low <= int(name) and (high < 0 or int(name) < high)]
+        python = array.array("q")
+        owners.read_task((os.getpid(), fd_dir, names), python)
+        raw = fast.fd_sockets(fd_dir, os.getpid(), low, high)
+        assert raw is not None
+        c = array.array("q")
+        c.frombytes(raw)
+        assert sorted(zip(c[0::3], c[2::3], strict=True)) == sorted(zip(python[0::3], python[2::3], strict=True))
+        mine = {(os.fstat(s.fileno()).st_ino, s.fileno()) for s in held if low <= s.fileno() and (high < 0 or s.fileno() < high)}
+        assert set(zip(c[0::3], c[2::3], strict=True)) >= mine and set(c[1::3]) <= {os.getpid()}
+    finally:
+        os.close(fd_dir)
+        for thing in held + others:
+            thing.close()
+    with pytest.raises(ValueError):
+        fast.fd_sockets(0, 1, -2, 2)
+
+
+def test_owner_scan_of_a_big_process_equals_the_python_scan() -> None:
+    import subprocess
+    import sys
+
+    from sockscope.inventory import owners
+
+    # more descriptors than three parts of the plan, so the process is read in parts
+    script = "import socket, sys; held = [socket.socketpair() for _ in range(3500)]; print('ready', flush=True); sys.stdin.read()"
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            accelerated = owners.scan(pids=[holder.pid])
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(native, "accel", None)
+                pure = owners.scan(pids=[holder.pid])
+            assert len(accelerated.holders) == 7000
+            assert accelerated.holders == pure.holders
+        finally:
+            holder.kill()

@@ -2,8 +2,9 @@
  *
  * inet_sockets: inet_diag_msg records -> Socket named tuples (decoding, a whole reply chunk a call);
  * table_text:   columns of cells (and inet endpoints) -> the aligned table as one string.
+ * fd_sockets:   one process's /proc/PID/fd directory -> (inode, pid, fd) of its sockets (`ls -p`).
  *
- * Each has a pure-Python twin (diag.decode_inet, render.table_text) that gives the same
+ * Each has a pure-Python twin (diag.decode_inet, render.table_text, owners.read_task) that gives the same
  * result; the tests compare them. Anything unusual
  * (an unknown family or state, a cell that is not text or a number) makes these functions
  * return None so the caller takes the Python path, which also owns every error message.
@@ -12,8 +13,13 @@
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NLMSG_HDR 16
 #define INET_MSG 72
@@ -601,9 +607,86 @@ done:
     return out;
 }
 
+/* ------------------------------------------------------------------ fd_sockets */
+
+/* fd_sockets(dir_fd, pid, low, high) -> bytes: (inode, pid, fd) int64 triples for every socket
+ * among the descriptors numbered low..high-1 (high < 0: no limit) of the open /proc/PID/fd
+ * directory, as owners.read_task does over os.listdir(). The kernel lists that directory in
+ * descriptor order from position fd + 2, so the walk seeks to `low` and stops at `high`: a big
+ * process cut into parts is not listed once per part. Entries that vanish meanwhile are
+ * skipped; None when the directory cannot be read (the caller takes the Python path). The GIL
+ * is released for the whole walk. */
+static PyObject *fd_sockets(PyObject *self, PyObject *args) {
+    int dir_fd;
+    long long pid, low, high;
+    if (!PyArg_ParseTuple(args, "iLLL", &dir_fd, &pid, &low, &high)) return NULL;
+    if (low < 0) {
+        PyErr_SetString(PyExc_ValueError, "fd_sockets: low must not be negative");
+        return NULL;
+    }
+    int64_t *found = NULL;
+    size_t count = 0, cap = 0;
+    int failed = 0, nomem = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int walk_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = walk_fd < 0 ? NULL : fdopendir(walk_fd);
+    if (dir == NULL) {
+        if (walk_fd >= 0) close(walk_fd);
+        failed = 1;
+    } else {
+        if (low > 0) seekdir(dir, (long)(low + 2)); /* a hint: entries below `low` are skipped anyway */
+        struct dirent *entry;
+        char link[64];
+        while ((entry = readdir(dir)) != NULL) {
+            const char *name = entry->d_name;
+            if (name[0] < '0' || name[0] > '9') continue;
+            long long fd = strtoll(name, NULL, 10);
+            if (fd < low) continue;
+            if (high >= 0 && fd >= high) break;
+            ssize_t n = readlinkat(dir_fd, name, link, sizeof link - 1);
+            if (n < 10 || memcmp(link, "socket:[", 8) != 0 || link[n - 1] != ']') continue;
+            int64_t inode = 0;
+            int ok = 1;
+            for (ssize_t i = 8; i < n - 1; i++) {
+                if (link[i] < '0' || link[i] > '9') {
+                    ok = 0;
+                    break;
+                }
+                inode = inode * 10 + (link[i] - '0');
+            }
+            if (!ok) continue;
+            if (count + 3 > cap) {
+                size_t more = cap ? cap * 2 : 768;
+                int64_t *grown = realloc(found, more * sizeof *found);
+                if (grown == NULL) {
+                    nomem = 1;
+                    break;
+                }
+                found = grown;
+                cap = more;
+            }
+            found[count++] = inode;
+            found[count++] = pid;
+            found[count++] = fd;
+        }
+        closedir(dir);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *out;
+    if (nomem)
+        out = PyErr_NoMemory();
+    else if (failed)
+        out = Py_NewRef(Py_None);
+    else
+        out = PyBytes_FromStringAndSize((const char *)found, (Py_ssize_t)(count * sizeof *found));
+    free(found);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"inet_sockets", inet_sockets, METH_VARARGS, "Decode the runs of inet_diag messages of a chunk into Socket records (None: take the Python path)."},
     {"table_text", table_text, METH_VARARGS, "Give an aligned table of str/int columns as one string (None: take the Python path)."},
+    {"fd_sockets", fd_sockets, METH_VARARGS, "Give (inode, pid, fd) int64 triples of the sockets numbered low..high-1 in an open /proc/PID/fd directory (None: take the Python path)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from itertools import repeat
 
+from .. import native
 from ..model import Owner
 from ..records import NamedTuple
 
@@ -57,50 +58,60 @@ def group_owners(triples: array.array[int], proc_root: str) -> dict[int, tuple[O
 
 PART_SIZE = 2048  # descriptors in one task of a big process
 Task = tuple[int, int, int]
-"""(pid, part, parts): read every `parts`-th descriptor of a process, starting at `part`."""
+"""(pid, low, high): read the descriptors of a process numbered low..high-1 (high -1: no limit)."""
 
 
 class _Worker:
-    """Reads tasks for one process (ours or the forked helper), listing each fd directory once."""
+    """Reads tasks for one process (ours or the forked helper), opening each fd directory once."""
 
     def __init__(self, proc_root: str) -> None:
         self.proc_root = proc_root
         self.found = array.array("q")
         self.denied = 0
-        self.listed: dict[int, tuple[int, list[str]] | None] = {}
+        self.opened: dict[int, int | None] = {}
+        self.names: dict[int, list[str]] = {}  # the Python twin lists each directory once
 
     def read(self, task: Task) -> None:
         """Append (inode, pid, fd) of every socket descriptor in one task to `found`."""
-        pid, part, parts = task
-        if pid in self.listed:
-            listed = self.listed[pid]
+        pid, low, high = task
+        if pid in self.opened:
+            fd_dir = self.opened[pid]
         else:
-            listed = self.listed[pid] = self._list(pid, part)
-        if listed is None:
+            fd_dir = self.opened[pid] = self._open(pid, low)
+        if fd_dir is None:
             return
-        fd_dir, names = listed
-        _read_task((pid, fd_dir, names[part::parts] if parts > 1 else names), self.found)
+        fast = native.accel
+        if fast is not None:  # the readlinks in C, without the GIL, each part listed from its own start
+            triples = fast.fd_sockets(fd_dir, pid, low, high)
+            if triples is not None:
+                self.found.frombytes(triples)
+                return
+        names = self.names.get(pid)
+        if names is None:
+            try:
+                names = self.names[pid] = os.listdir(fd_dir)
+            except OSError:
+                return
+        if low > 0 or high >= 0:
+            names = [name for name in names if low <= int(name) and (high < 0 or int(name) < high)]
+        read_task((pid, fd_dir, names), self.found)
 
-    def _list(self, pid: int, part: int) -> tuple[int, list[str]] | None:
+    def _open(self, pid: int, low: int) -> int | None:
         try:
-            fd_dir = os.open(f"{self.proc_root}/{pid}/fd", _DIR_FLAGS)
+            return os.open(f"{self.proc_root}/{pid}/fd", _DIR_FLAGS)
         except PermissionError:
-            if part == 0:  # count each process once, whichever worker meets it
+            if low == 0:  # count each process once, whichever worker meets it
                 self.denied += 1
             return None
         except OSError:
             return None  # gone, or a kernel thread
-        try:
-            return fd_dir, os.listdir(fd_dir)
-        except OSError:
-            os.close(fd_dir)
-            return None
 
     def close(self) -> None:
-        for listed in self.listed.values():
-            if listed is not None:
-                os.close(listed[0])
-        self.listed = {}
+        for fd_dir in self.opened.values():
+            if fd_dir is not None:
+                os.close(fd_dir)
+        self.opened = {}
+        self.names = {}
 
 
 def _plan(proc_root: str, pids: Iterable[int] | None) -> tuple[list[Task], int]:
@@ -125,11 +136,16 @@ def _plan(proc_root: str, pids: Iterable[int] | None) -> tuple[list[Task], int]:
             size = 0
         sized.append((size, pid))
     sized.sort(reverse=True)
-    tasks = [(pid, part, parts) for size, pid in sized for parts in [max(1, size // PART_SIZE)] for part in range(parts)]
+    tasks = [
+        (pid, part * PART_SIZE, (part + 1) * PART_SIZE if part + 1 < parts else -1)
+        for size, pid in sized
+        for parts in [max(1, size // PART_SIZE)]
+        for part in range(parts)
+    ]
     return tasks, sum(size for size, _pid in sized)
 
 
-def _read_task(task: tuple[int, int, list[str]], out: array.array[int]) -> None:
+def read_task(task: tuple[int, int, list[str]], out: array.array[int]) -> None:
     """Append (inode, pid, fd) of every socket descriptor among `names` to `out`."""
     pid, fd_dir, names = task
     readlink = os.readlink
@@ -264,7 +280,7 @@ def _process_sockets(proc_root: str, pid: int) -> list[tuple[int, int]] | None:
             names = os.listdir(fd_dir)
         except OSError:
             return []
-        _read_task((pid, fd_dir, names), found)
+        read_task((pid, fd_dir, names), found)
     finally:
         os.close(fd_dir)
     return [(found[i], found[i + 2]) for i in range(0, len(found), 3)]
