@@ -40,13 +40,14 @@ COMMANDS: dict[str, str] = {
     "listen": "listen",
     "scan": "scan",
     "completion": "completion",
+    "explain": "explain",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
 # errno values that mean "the output could not be written", whatever the file behind stdout.
 _WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 # Commands that finish in a moment: the cyclic garbage collector is paused for them (their
 # tens of thousands of records hold no cycles, and collecting them costs a third of `ls`).
-SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion"})
+SHORT_LIVED = frozenset({"listening", "ls", "summary", "who", "close", "free", "services", "completion", "explain"})
 
 
 LONGEST = 1e9  # seconds: about 31 years, and still within what a socket timeout can hold

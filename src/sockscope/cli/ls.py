@@ -111,6 +111,7 @@ def add_parser(commands: Any) -> None:
         "--source", choices=("auto", "netlink", "proc"), default="auto", help="netlink sock_diag or /proc/net (default: netlink, /proc where missing)"
     )
     p.add_argument("-N", "--netns", "--net", metavar="NAME|PID|all", help="list the sockets of another network namespace (or all)")
+    p.add_argument("--explain", action="store_true", help="one short sentence under each socket saying what it is and who holds it")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss-style filter words")
     for flags, _what in NOT_YET:
         p.add_argument(*flags, action="store_true", dest=not_yet_dest(flags), help=argparse.SUPPRESS)
@@ -351,6 +352,11 @@ def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds:
     """Render sockets in the format the flags ask for."""
     from . import render
 
+    if getattr(args, "explain", False):  # the quick parser leaves it out: only argparse sets it
+        from .explain import ls_rows
+
+        ls_rows(args, env, sockets, kinds, tcp, udp)
+        return
     if args.json or args.jsonl or args.csv:
         service = render.service_of(tcp, udp)
         if args.json:

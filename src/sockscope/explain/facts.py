@@ -1,0 +1,208 @@
+"""The facts `explain` states, measured on this host: sockets, holders, ports, queues, other ends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ..errors import NothingFound, PermissionDenied
+from ..inventory import Query, proc_root, take
+from ..inventory.owners import process_name, process_user, scan, user_name
+from ..model import Endpoint, Family, NetId, Socket, State, UnixEndpoint
+from ..ports.services import PortFacts
+from ..records import NamedTuple
+from .target import Target
+
+INET_NETIDS = frozenset({NetId.TCP, NetId.UDP})
+UNIX_NETIDS = frozenset({NetId.UNIX_STREAM, NetId.UNIX_DGRAM, NetId.UNIX_SEQPACKET})
+WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
+CAP_NET_BIND_SERVICE = 10
+
+
+class Host(NamedTuple):
+    """What this host and this user allow: who runs us, the privileged ports, the ephemeral range."""
+
+    uid: int
+    user: str
+    may_bind_privileged: bool  # root, or CAP_NET_BIND_SERVICE in the effective set
+    unprivileged_port_start: int  # net.ipv4.ip_unprivileged_port_start
+    ephemeral: tuple[int, int]  # net.ipv4.ip_local_port_range
+
+
+class Link(NamedTuple):
+    """A connection seen from one end, with the socket at its other end when that is on this host."""
+
+    socket: Socket
+    other: Socket | None
+
+
+class SocketFacts(NamedTuple):
+    """One socket and what surrounds it: its port, its connections (a listener) or its other end."""
+
+    socket: Socket
+    port: PortFacts | None  # the local port of a tcp/udp socket
+    other: Socket | None  # a connection's other end, when it is on this host
+    connections: tuple[Link, ...]  # a listener's connections, accepted or waiting in its queue
+
+
+class Explanation(NamedTuple):
+    """Everything measured for one target."""
+
+    target: Target
+    host: Host
+    sockets: list[SocketFacts]
+    port: PortFacts | None  # a port or address target's port, even when no socket uses it
+    denied: int  # processes of other users whose descriptors could not be read
+    process: str | None  # a pid target: `name (user)`
+
+
+def host_facts(root: str = "/proc") -> Host:
+    """Give the Host facts of this process on this host."""
+    from ..ports.free import ephemeral_range, unprivileged_port_start
+
+    uid = os.geteuid()
+    may_bind = uid == 0 or _has_capability(CAP_NET_BIND_SERVICE)
+    return Host(uid, user_name(uid), may_bind, unprivileged_port_start(root), ephemeral_range(root))
+
+
+def _has_capability(number: int) -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> number & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def port_facts(port: int, proto: str) -> PortFacts:
+    """Give the facts of a port: its service name, IANA class, privilege and ephemeral range here."""
+    from .. import services
+    from ..ports.services import facts
+
+    entry = next((e for e in services.entries() if e.port == port and e.proto == proto), None)
+    return facts(port, proto, entry)
+
+
+def plain_address(address: str) -> str:
+    """Give an address without the IPv4-mapped prefix (`::ffff:127.0.0.1` is 127.0.0.1 on the wire)."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
+def _same_end(a: object, b: object) -> bool:
+    if isinstance(a, Endpoint) and isinstance(b, Endpoint):
+        return a.port == b.port and plain_address(a.address) == plain_address(b.address)
+    return False
+
+
+def _listens(sock: Socket) -> bool:
+    return sock.state is State.LISTEN or (sock.state is State.UNCONN and sock.netid is not NetId.TCP)
+
+
+def _child_of(sock: Socket, listener: Socket) -> bool:
+    """Tell whether `sock` is a connection accepted through (or waiting in) `listener`."""
+    if sock is listener or sock.netid is not listener.netid or _listens(sock) or sock.state is State.TIME_WAIT:
+        return False
+    if isinstance(listener.local, UnixEndpoint):
+        return isinstance(sock.local, UnixEndpoint) and sock.local.path is not None and sock.local.path == listener.local.path
+    if not (isinstance(sock.local, Endpoint) and isinstance(listener.local, Endpoint)) or listener.netid is not NetId.TCP:
+        return False
+    if sock.local.port != listener.local.port:
+        return False
+    return listener.local.address in WILDCARDS or plain_address(sock.local.address) == plain_address(listener.local.address)
+
+
+def other_end(sock: Socket, everything: Iterable[Socket]) -> Socket | None:
+    """Give the socket at the other end of a connection when it is on this host (and visible here)."""
+    if isinstance(sock.peer, UnixEndpoint):
+        inode = sock.peer.inode
+        return next((s for s in everything if inode and s.inode == inode), None)
+    if not isinstance(sock.peer, Endpoint) or sock.peer.port == 0:
+        return None
+    return next((s for s in everything if s is not sock and s.netid is sock.netid and _same_end(s.local, sock.peer) and _same_end(s.peer, sock.local)), None)
+
+
+def select(target: Target, everything: list[Socket]) -> list[Socket]:
+    """Give the sockets a target names (before listeners take in their connections)."""
+    kind = target.kind
+    if kind == "inode":
+        return [s for s in everything if s.inode == target.number]
+    if kind == "pid":
+        return [s for s in everything if any(o.pid == target.number for o in s.owners or ())]
+    if kind == "path":
+        return [s for s in everything if isinstance(s.local, UnixEndpoint) and s.local.path == target.path]
+    found = []
+    for sock in everything:
+        if not isinstance(sock.local, Endpoint) or sock.netid not in INET_NETIDS or sock.local.port != target.port:
+            continue
+        if target.proto is not None and sock.netid.value != target.proto:
+            continue
+        if kind == "address" and sock.local.address not in WILDCARDS and plain_address(sock.local.address) not in target.addresses:
+            continue
+        found.append(sock)
+    return found
+
+
+def gather(target: Target, root: str | None = None) -> Explanation:
+    """Give the Explanation of a target; NothingFound when nothing matches, PermissionDenied for a pid we may not read."""
+    root = root or proc_root()
+    process = _process(target.number, root) if target.kind == "pid" and target.number is not None else None
+    netids = {"port": INET_NETIDS, "address": INET_NETIDS, "path": UNIX_NETIDS}.get(target.kind, INET_NETIDS | UNIX_NETIDS)
+    everything = take(Query(netids=netids, proc_root=root, internals=frozenset({"timers"}))).sockets
+    owned = scan(root)
+    everything = [s._replace(owners=owned.owners(s.inode)) for s in everything]
+    chosen = select(target, everything)
+    port = None
+    if target.port is not None:
+        port = port_facts(target.port, target.proto or "tcp")
+    if not chosen:
+        raise NothingFound(_nothing(target, process, port))
+    listeners = [s for s in chosen if _listens(s)]
+    taken: set[int] = set()
+    facts = []
+    for sock in listeners:
+        children = tuple(Link(c, other_end(c, everything)) for c in everything if _child_of(c, sock))
+        taken.update(id(link.socket) for link in children)
+        facts.append(SocketFacts(sock, _port_of(sock), None, children))
+    for sock in chosen:
+        if not _listens(sock) and id(sock) not in taken:
+            facts.append(SocketFacts(sock, _port_of(sock), other_end(sock, everything), ()))
+    return Explanation(target, host_facts(root), facts, port, owned.denied, process)
+
+
+def _port_of(sock: Socket) -> PortFacts | None:
+    if isinstance(sock.local, Endpoint) and sock.netid in INET_NETIDS and sock.family in (Family.INET, Family.INET6):
+        return port_facts(sock.local.port, sock.netid.value)
+    return None
+
+
+def _process(pid: int, root: str) -> str:
+    """Give `name (user)` of a process whose descriptors we may read; NothingFound or PermissionDenied otherwise."""
+    if not os.path.isdir(f"{root}/{pid}"):
+        raise NothingFound(f"no process with pid {pid} on this host")
+    try:
+        os.listdir(f"{root}/{pid}/fd")
+    except PermissionError:
+        user = process_user(root, pid)
+        raise PermissionDenied(
+            f"pid {pid} ({process_name(root, pid)}) runs as {user}: its descriptors can be read only by {user} or root (run with sudo)"
+        ) from None
+    except OSError:
+        raise NothingFound(f"no process with pid {pid} on this host (it has gone)") from None
+    return f"{process_name(root, pid)} (user {process_user(root, pid)})"
+
+
+def _nothing(target: Target, process: str | None, port: PortFacts | None) -> str:
+    """Give the one line for a target that matches no socket."""
+    if target.kind == "pid":
+        return f"pid {target.number}, {process}, holds no tcp, udp or unix socket"
+    if target.kind == "inode":
+        return f"no tcp, udp or unix socket has inode {target.number} on this host"
+    if target.kind == "path":
+        return f"no unix socket is bound to {target.path} on this host"
+    from .sentences import port_sentence
+
+    where = f"{target.text}" if target.kind == "address" else f"port {target.port}"
+    assert port is not None
+    return f"no socket uses {where} on this host; {port_sentence(port, host_facts(), both=target.proto is None)}"

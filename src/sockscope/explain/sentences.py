@@ -1,0 +1,316 @@
+"""Facts -> sentences: each sentence states what was measured on this host, nothing assumed.
+
+Pure: the functions here take records (sockets, port facts, host facts) and give text. What a
+state means is the kernel's definition of that state; every number, name and path comes from
+the facts given.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from ..model import Endpoint, NetId, Owner, Socket, State, UnixEndpoint
+from ..ports.services import PortFacts
+from .facts import Explanation, Host, Link, SocketFacts, plain_address
+
+MAX_CONNECTIONS = 20  # connections told one by one under a listener; the rest are counted
+
+KINDS = {
+    NetId.TCP: "TCP socket", NetId.UDP: "UDP socket", NetId.UNIX_STREAM: "unix stream socket",
+    NetId.UNIX_DGRAM: "unix datagram socket", NetId.UNIX_SEQPACKET: "unix seqpacket socket",
+}  # fmt: skip
+CLASSES = {"well-known": "well-known (0-1023)", "registered": "registered (1024-49151)", "dynamic": "dynamic (49152-65535)"}
+
+# What each state means, in the kernel's terms (tcp(7), unix(7)).
+TCP_STATES = {
+    State.LISTEN: "it is listening: the kernel completes each client's handshake and queues the connection until the program calls accept()",
+    State.ESTAB: "the connection is established: data may flow both ways",
+    State.SYN_SENT: "it is connecting: its SYN was sent and the peer has not answered yet",
+    State.SYN_RECV: "a handshake is half done: the peer's SYN was answered and its final ACK is awaited",
+    State.FIN_WAIT_1: "this end closed: its FIN was sent and awaits the peer's acknowledgment",
+    State.FIN_WAIT_2: "this end closed and the peer acknowledged it; the peer has not closed its side yet",
+    State.TIME_WAIT: "the connection is closed; the kernel keeps its address pair reserved for a while "
+    "so that late packets of it are not taken for a new connection",
+    State.CLOSE_WAIT: "the peer closed its side; the program holding this end has not called close() yet",
+    State.LAST_ACK: "both sides closed; this end's FIN awaits the last acknowledgment",
+    State.CLOSING: "both sides closed at the same time; the acknowledgments are awaited",
+}
+OTHER_STATES = {
+    (NetId.UDP, State.UNCONN): "it is bound and not connected: it takes datagrams sent to its port from anyone",
+    (NetId.UDP, State.ESTAB): "it is connected: it exchanges datagrams with one peer only",
+    (NetId.UNIX_DGRAM, State.UNCONN): "it is not connected: it takes datagrams sent to its name",
+    (NetId.UNIX_DGRAM, State.ESTAB): "it is connected: it sends its datagrams to one peer",
+}
+UNIX_STATES = {
+    State.LISTEN: "it is listening: clients connect() to its name and wait in its queue until the program calls accept()",
+    State.ESTAB: "it is connected: data may flow both ways",
+    State.UNCONN: "it is neither listening nor connected",
+}
+
+
+def meaning(sock: Socket) -> str:
+    """Give what a socket's state means for its kind."""
+    found = OTHER_STATES.get((sock.netid, sock.state))
+    if found is None:
+        found = TCP_STATES.get(sock.state) if sock.netid is NetId.TCP else UNIX_STATES.get(sock.state)
+    return found or f"its state is {sock.state.value}"
+
+
+def end_text(end: object) -> str:
+    """Give `127.0.0.1:80`, `[::1]:80`, a unix name or `an unnamed unix socket`."""
+    if isinstance(end, Endpoint):
+        return f"[{end.address}]:{end.port}" if ":" in end.address else f"{end.address}:{end.port}"
+    if isinstance(end, UnixEndpoint):
+        return end.path if end.path else "an unnamed unix socket"
+    return str(end)
+
+
+def plural(count: int, thing: str, things: str | None = None) -> str:
+    """Give `1 byte`, `2 bytes`."""
+    return f"{count} {thing if count == 1 else things or thing + 's'}"
+
+
+def descriptor(owner: Owner, inode: int) -> str:
+    """Give `/proc/PID/fd/N -> socket:[INODE]`, the link through which a process holds a socket."""
+    return f"/proc/{owner.pid}/fd/{owner.fd} -> socket:[{inode}]"
+
+
+def holder_text(owner: Owner, inode: int) -> str:
+    """Give `pid 12 (nginx, user www) through descriptor 3 (/proc/12/fd/3 -> socket:[99])`."""
+    return f"pid {owner.pid} ({owner.name}, user {owner.user}) through descriptor {owner.fd} ({descriptor(owner, inode)})"
+
+
+def holders_sentence(sock: Socket, denied: int) -> str:
+    """Give who holds a socket, or why nobody can be named."""
+    owners = sock.owners or ()
+    if len(owners) == 1:
+        return f"It is held by {holder_text(owners[0], sock.inode)}."
+    if owners:
+        pids = len({o.pid for o in owners})
+        shared = f"{pids} processes" if pids > 1 else f"{len(owners)} descriptors of one process"
+        each = "; ".join(holder_text(o, sock.inode) for o in owners)
+        return f"It is held by {shared} at once (one socket, shared through fork() or passed along): {each}; it stays open until every one of them closes it."
+    if sock.state is State.TIME_WAIT:
+        return "No process holds it: the program closed it, and the kernel keeps it on its own."
+    if denied and sock.uid not in (None,):
+        from ..inventory.owners import user_name
+
+        return (
+            f"No holder could be seen: the socket was made by uid {sock.uid} ({user_name(sock.uid or 0)}), and the descriptors "
+            f"of {plural(denied, 'process', 'processes')} of other users cannot be read without root (run with sudo to see them)."
+        )
+    return "No process holds a descriptor to it."
+
+
+def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
+    """Give what a port is here: its class, its service name, the ephemeral range, the privilege to bind it."""
+    from .. import services
+
+    proto = "" if both else f"/{port.proto}"
+    parts = [f"port {port.port}{proto} is {CLASSES.get(port.port_class, port.port_class)}"]
+    if port.name:
+        parts.append(f"named {port.name} in {services.SERVICES_FILE}")
+    else:
+        parts.append(f"with no name in {services.SERVICES_FILE}")
+    low, high = host.ephemeral
+    if port.ephemeral:
+        parts.append(f"inside this host's ephemeral range {low}-{high} (net.ipv4.ip_local_port_range), where the kernel picks clients' ports")
+    else:
+        parts.append(f"outside this host's ephemeral range {low}-{high}")
+    start = host.unprivileged_port_start
+    if port.privileged:
+        who = f"this user ({host.user}, uid {host.uid}) {'has' if host.may_bind_privileged else 'has neither'}"
+        parts.append(f"binding it needs root or CAP_NET_BIND_SERVICE here (ports below {start}, net.ipv4.ip_unprivileged_port_start), and {who}")
+    else:
+        parts.append(f"any user may bind it here (ports from {start} up, net.ipv4.ip_unprivileged_port_start)")
+    text = ", ".join(parts[:3]) + "; " + parts[3]
+    return text[0].upper() + text[1:] + "."
+
+
+def queue_sentence(sock: Socket) -> str | None:
+    """Give what a socket's queues hold (Recv-Q and Send-Q mean other things per state)."""
+    if sock.state is State.LISTEN:
+        waiting, limit = sock.recv_q, sock.send_q
+        text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} (the backlog given to listen())"
+        if waiting > limit:
+            return text + ": the queue is full, so the kernel drops new clients' connection attempts until the program accepts; they wait and retry."
+        return text + "."
+    if sock.state is State.UNCONN and sock.netid in (NetId.UDP, NetId.UNIX_DGRAM):
+        return f"{plural(sock.recv_q, 'byte')} of datagrams wait to be read (Recv-Q)." if sock.recv_q else "No datagram waits to be read."
+    if sock.state is State.ESTAB:
+        sent = "not acknowledged by the peer yet" if sock.netid is NetId.TCP else "not taken by the peer yet"
+        return f"{plural(sock.recv_q, 'byte')} arrived that the program has not read (Recv-Q); {plural(sock.send_q, 'byte')} sent are {sent} (Send-Q)."
+    return None
+
+
+def other_sentence(sock: Socket, other: Socket | None) -> str | None:
+    """Give where a connection's other end is, and who holds it when it is on this host."""
+    peer = sock.peer
+    if isinstance(peer, UnixEndpoint):
+        if not peer.inode:
+            return None
+        if other is None:
+            return f"Its other end is socket inode {peer.inode}, which no longer shows here."
+        return f"Its other end is socket inode {other.inode} ({end_text(other.local)}), {_held_by(other)}."
+    if not isinstance(peer, Endpoint) or peer.port == 0:
+        return None
+    if other is not None:
+        return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other)}."
+    if plain_address(peer.address).startswith("127.") or peer.address == "::1":
+        return f"Its other end is {end_text(peer)}, a loopback address, but no socket here matches it (another network namespace?)."
+    return f"Its other end is {end_text(peer)}, not on this host: only that host can say which process it is."
+
+
+def _held_by(sock: Socket) -> str:
+    owners = sock.owners or ()
+    if not owners:
+        return "which no process holds a descriptor to" if sock.owners == () else "whose holder was not asked for"
+    return "held by " + ", ".join(holder_text(o, sock.inode) for o in owners)
+
+
+def connection_sentence(link: Link, host: Host) -> str:
+    """Give one of a listener's connections: the client's end and port, who serves it, who the client is."""
+    sock, other = link.socket, link.other
+    if isinstance(sock.peer, Endpoint):
+        low, high = host.ephemeral
+        inside = "in" if low <= sock.peer.port <= high else "outside"
+        start = f"from {end_text(sock.peer)} (client port {sock.peer.port}, {inside} this host's ephemeral range)"
+    else:
+        start = f"from socket inode {sock.peer.inode}" if isinstance(sock.peer, UnixEndpoint) and sock.peer.inode else "from an unknown peer"
+    owners = sock.owners or ()
+    if owners:
+        served = "accepted by " + ", ".join(holder_text(o, sock.inode) for o in owners)
+    elif sock.state is State.ESTAB:
+        served = "waiting in the accept queue: no process has accepted it yet"
+    else:
+        served = "held by no process"
+    served = f"{sock.state.value}, {served}"
+    if other is not None and other.owners:
+        client = "; the client is " + ", ".join(holder_text(o, other.inode) for o in other.owners)
+    elif other is not None:
+        client = f"; the client's socket (inode {other.inode}) is here, held by no process this user can see"
+    elif isinstance(sock.peer, Endpoint):
+        client = "; the client is on another host" if not _loopback(sock.peer.address) else ""
+    else:
+        client = ""
+    return f"{start.capitalize() if start[0].islower() else start}: {served}{client}."
+
+
+def _loopback(address: str) -> bool:
+    return plain_address(address).startswith("127.") or address == "::1"
+
+
+def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
+    """Give a listener's connections, one sentence each (at most MAX_CONNECTIONS, the rest counted)."""
+    sock, links = facts.socket, facts.connections
+    if sock.state is not State.LISTEN:
+        return []
+    if not links:
+        return ["No client is connected to it right now."]
+    out = [f"It has {plural(len(links), 'connection')}:"]
+    out += [connection_sentence(link, host) for link in links[:MAX_CONNECTIONS]]
+    if len(links) > MAX_CONNECTIONS:
+        out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
+    return out
+
+
+def timer_sentence(sock: Socket) -> str | None:
+    """Give when the kernel's timer on a closed connection fires, when it was measured."""
+    timer = sock.internals.timer if sock.internals is not None else None
+    if timer is None or sock.state is not State.TIME_WAIT:
+        return None
+    return f"The kernel frees it in {max(0, timer.expires_ms) / 1000:.1f} s (its {timer.name} timer)."
+
+
+def next_steps(sock: Socket) -> str:
+    """Give the commands a person would run next about this socket."""
+    local = sock.local
+    if isinstance(local, UnixEndpoint):
+        if local.path and sock.state in (State.LISTEN, State.UNCONN):
+            kind = {NetId.UNIX_DGRAM: "unix-dgram", NetId.UNIX_SEQPACKET: "seqpacket"}.get(sock.netid, "unix")
+            who, address = shlex.quote(local.path), shlex.quote(f"{kind}:{local.path}")
+            return f"Next: `sockscope who {who}` shows who holds it; `sockscope connect {address}` connects to it."
+        return f"Next: `sockscope explain inode:{sock.inode}` again later, or `sockscope ls -xap` to see every unix socket and its holders."
+    if not isinstance(local, Endpoint) or not isinstance(sock.peer, Endpoint):
+        return "Next: `sockscope ls -ap` lists every socket with its holders."
+    udp = sock.netid is NetId.UDP
+    port = f"{local.port}/udp" if udp else str(local.port)
+    if sock.state in (State.LISTEN, State.UNCONN):
+        host = "127.0.0.1" if local.address in ("0.0.0.0", "*") else "::1" if local.address == "::" else local.address
+        where = f"[{host}]:{local.port}" if ":" in host else f"{host}:{local.port}"
+        return (
+            f"Next: `sockscope who {port}` shows who holds it; `sockscope connect {'-u ' if udp else ''}{where}` connects to it; "
+            f"`sockscope kill {port}` frees the port (stops its holders, then checks that it is free)."
+        )
+    match = f"'sport = :{local.port} and dport = :{sock.peer.port}'"
+    if sock.state is State.TIME_WAIT:
+        return f"Next: nothing to do, it goes away by itself; `sockscope ls -tan {match}` shows whether it is still there."
+    flag = "u" if udp else "t"
+    return f"Next: `sockscope ls -{flag}anp {match}` follows it; `sockscope close {'-u ' if udp else ''}{match} --yes` ends it (root)."
+
+
+def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
+    """Give the sentences about one socket, in the order a person asks: what, who, which port, how full, with whom, what next."""
+    sock = facts.socket
+    family = {"inet": "IPv4", "inet6": "IPv6"}.get(sock.family.value, sock.family.value)
+    kind = KINDS.get(sock.netid, f"{sock.netid.value} socket")
+    state = meaning(sock)
+    out = [f"{end_text(sock.local)} is a {kind} ({family}, inode {sock.inode}) in state {sock.state.value}: {state[0].upper()}{state[1:]}."]
+    out.append(holders_sentence(sock, denied))
+    if facts.port is not None:
+        out.append(port_sentence(facts.port, host))
+    for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
+        if sentence:
+            out.append(sentence)
+    out += connections_sentences(facts, host)
+    out.append(next_steps(sock))
+    return out
+
+
+def explanation_sentences(found: Explanation) -> list[list[str]]:
+    """Give one paragraph (a list of sentences) per socket of an Explanation."""
+    return [socket_sentences(facts, found.host, found.denied) for facts in found.sockets]
+
+
+def brief(sock: Socket, port: PortFacts | None, host: Host) -> str:
+    """Give one short sentence about a socket for `ls --explain` (what, which port, who)."""
+    what = _brief_what(sock, port, host)
+    owners = sock.owners
+    if owners is None:
+        return what
+    if not owners:
+        who = "no process holds it"
+    elif len({o.pid for o in owners}) == 1:
+        who = f"held by {owners[0].name} (pid {owners[0].pid}, fd {', '.join(str(o.fd) for o in owners)})"
+    else:
+        who = f"held by {len({o.pid for o in owners})} processes ({', '.join(f'{o.name} pid {o.pid}' for o in owners)})"
+    return f"{what}; {who}"
+
+
+def _brief_what(sock: Socket, port: PortFacts | None, host: Host) -> str:
+    named = f" ({port.name})" if port is not None and port.name else ""
+    if sock.state is State.LISTEN:
+        where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
+        full = ": FULL, new clients are dropped" if sock.recv_q > sock.send_q else ""
+        return f"listening on {where}; {sock.recv_q} waiting to be accepted of {sock.send_q}{full}"
+    if sock.state is State.UNCONN:
+        where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
+        return f"bound to {where}, takes datagrams from anyone" if sock.netid is not NetId.TCP else f"bound to {where}"
+    if sock.state is State.TIME_WAIT:
+        return "closed; the kernel keeps the address pair reserved for a while"
+    if sock.state is State.CLOSE_WAIT:
+        return "the peer closed; the holder has not closed its end yet"
+    if isinstance(sock.local, Endpoint) and isinstance(sock.peer, Endpoint) and port is not None:
+        low, high = host.ephemeral
+        if port.ephemeral and not low <= sock.peer.port <= high:
+            return f"{sock.state.value}: from this host's ephemeral port {sock.local.port} to {end_text(sock.peer)}"
+        return f"{sock.state.value}: {end_text(sock.peer)} connected to port {sock.local.port}{named}"
+    if isinstance(sock.peer, UnixEndpoint) and sock.peer.inode:
+        return f"{sock.state.value}: connected to socket inode {sock.peer.inode}"
+    return meaning(sock)
+
+
+def every_sentence(paragraphs: Sequence[Sequence[str]]) -> list[str]:
+    """Give the sentences of every paragraph in order."""
+    return [sentence for paragraph in paragraphs for sentence in paragraph]
