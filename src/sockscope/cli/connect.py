@@ -57,6 +57,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--insecure", action="store_true", help="with --tls: accept any certificate")
     p.add_argument("--ca-file", metavar="PEM", help="with --tls: trust these CA certificates (instead of the system's)")
     p.add_argument("--server-name", metavar="NAME", help="with --tls: the name to send and verify (default: the host)")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="narrate each step on stderr: name resolution, socket, connect (with the port the kernel chose), send, recv, shutdown, close",
+    )
 
 
 def default_kind(args: argparse.Namespace) -> Literal["tcp", "udp"]:
@@ -120,7 +125,24 @@ def bridge_options(args: argparse.Namespace, kind: str) -> Any:
     )
 
 
-def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
+def narrator(env: Environment) -> Any:
+    """Give a function that writes one trace line on stderr (and goes quiet once stderr is gone)."""
+    from .render import escape
+
+    working = [True]
+
+    def narrate(text: str) -> None:
+        if working[0]:
+            try:
+                env.stderr.write(f"  {escape(text)}\n")
+                env.stderr.flush()
+            except (OSError, ValueError):
+                working[0] = False  # a trace nobody can read must not end the data's transfer
+
+    return narrate
+
+
+def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool, narrate: Any = None) -> str:
     """Bridge stdin/stdout with a connected socket; give why it ended (ConnectFailed when input was lost)."""
     from ..net.bridge import bridge
     from ..net.stdio import HexDump, write_all
@@ -128,7 +150,7 @@ def run_bridge(sock: Any, options: Any, env: Environment, verbose: bool) -> str:
     env.stdout.flush()
     out = sys.stdout.fileno()
     dump = HexDump(lambda data: write_all(out, data)) if options.hexdump else None
-    outcome = bridge(sock, options, 0, out, dump)
+    outcome = bridge(sock, options, 0, out, dump, narrate)
     if verbose:
         env.stderr.write(f"sockscope: {outcome.why}; {outcome.sent} bytes sent, {outcome.received} received\n")
     return str(outcome.why)
@@ -154,8 +176,9 @@ def _zero_io(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError(f"{args.target!r} has no port: write HOST:PORT or HOST PORT...")
     timeout = args.timeout if args.timeout is not None else 2.0
     all_open = True
+    narrate = narrator(env) if args.trace else None
     for address in addresses:
-        answer = probe(address, timeout)
+        answer = probe(address, timeout, narrate)
         all_open &= answer.state == "open"
         env.stdout.write(f"{address} {answer.state} ({answer.detail})\n")
         env.stdout.flush()
@@ -179,9 +202,15 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if args.tls and address.kind in ("udp", "unix-dgram"):
         raise UsageError("--tls needs a stream socket (tcp or unix)")
     tls = client_tls(args.insecure, args.ca_file) if args.tls else None
-    sock = connect(address, args.timeout, tls, args.server_name)
-    with sock:
+    narrate = narrator(env) if args.trace else None
+    sock = connect(address, args.timeout, tls, args.server_name, narrate)
+    fd = sock.fileno()
+    try:
         if args.verbose:
             env.stderr.write(f"sockscope: connected {describe(sock)}\n")
-        run_bridge(sock, options, env, args.verbose)
+        run_bridge(sock, options, env, args.verbose, narrate)
+    finally:
+        sock.close()
+        if narrate:
+            narrate(f"close(fd {fd}) = 0")
     return ExitCode.OK

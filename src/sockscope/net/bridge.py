@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ..errors import ConnectFailed, SockscopeError
 from ..records import NamedTuple
-from .listeners import peer_shut_down
+from .listeners import Narrate, peer_shut_down
 from .stdio import Chunks, CrLf, ioctl_int, is_file, is_pipe, pipe_room, readable_now, usable
 
 CHUNK = 256 * 1024  # one read of input, one send, one write to stdout
@@ -70,21 +70,24 @@ def datagram_limit(sock: socket.socket) -> int:
     return max(1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 4096)
 
 
-def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: int = 1, dump: Dump | None = None) -> Outcome:
+def bridge(sock: socket.socket, options: Options, stdin_fd: int = 0, stdout_fd: int = 1, dump: Dump | None = None, narrate: Narrate | None = None) -> Outcome:
     """Copy stdin to the socket and the socket to stdout until both directions are finished; give how it ended.
 
     ConnectFailed when input was not delivered (the peer reset or closed while we had input, or
     `quit_after`/`timeout` ended it first) or when stdout closed before the input was sent; the
     message says how many bytes. Whatever the peer sent before a reset is written out first.
+    With `narrate`, each send(), recv() and shutdown() is told with the kernel's answer.
     """
-    return _Bridge(sock, options, stdin_fd, stdout_fd, dump).run()
+    return _Bridge(sock, options, stdin_fd, stdout_fd, dump, narrate).run()
 
 
 class _Bridge:
     """The state of both directions of one bridge."""
 
-    def __init__(self, sock: socket.socket, options: Options, stdin_fd: int, stdout_fd: int, dump: Dump | None) -> None:
+    def __init__(self, sock: socket.socket, options: Options, stdin_fd: int, stdout_fd: int, dump: Dump | None, narrate: Narrate | None = None) -> None:
         self.sock, self.options, self.stdin_fd, self.stdout_fd, self.dump = sock, options, stdin_fd, stdout_fd, dump
+        self.narrate = narrate
+        self.fd = sock.fileno()
         sock.setblocking(False)
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.messages = sock.type in (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)  # one message per input read
@@ -184,8 +187,11 @@ class _Bridge:
             self._send()
         if self.want_shutdown and not self.input_open and not self.pending and not self.outgoing and self.broken is None:
             self.want_shutdown = False
-            with contextlib.suppress(OSError):
+            try:
                 self.sock.shutdown(socket.SHUT_WR)
+                self._tell("shutdown", "SHUT_WR", "0: our end sends no more; the peer reads EOF")
+            except OSError as exc:
+                self._tell("shutdown", "SHUT_WR", _answer(exc))
 
     def _watch(self, fd: int, events: int) -> None:
         """Poll `fd` for `events` (0: not at all, so that a hang-up it holds does not wake us)."""
@@ -244,11 +250,15 @@ class _Bridge:
                     count = self.sock.send(view)
                     data = bytes(view[:count]) if self.dump else b""
                     self.pending.consume(count)
-            except _WOULD_BLOCK:
+            except _WOULD_BLOCK as exc:
+                if self.narrate:
+                    self._tell("send", f"{offered} bytes", f"{_answer(exc)}: the send buffer is full, waiting until the peer takes more")
                 return
             except (ConnectionRefusedError, ssl.SSLError) as exc:
+                self._tell("send", f"{offered} bytes", _answer(exc))
                 raise _failure(exc, "sending") from None
             except OSError as exc:
+                self._tell("send", f"{offered} bytes", _answer(exc))
                 if exc.errno == errno.EMSGSIZE and self.outgoing and len(self.outgoing[0]) > 1:
                     self._split_head()
                     continue
@@ -258,6 +268,8 @@ class _Bridge:
                 raise _failure(exc, "sending") from None
             self.sent += count
             self.last_activity = time.monotonic()
+            if self.narrate:
+                self._tell("send", f"{offered} bytes", str(count))
             if self.dump and data:
                 self._dump(">", data)
             if count < offered:
@@ -287,8 +299,10 @@ class _Bridge:
             except _WOULD_BLOCK:
                 return
             except (ConnectionRefusedError, ssl.SSLError) as exc:
+                self._tell("recv", str(size), _answer(exc))
                 raise _failure(exc, "receiving") from None
             except OSError as exc:
+                self._tell("recv", str(size), _answer(exc))
                 if exc.errno in _GONE:
                     self.peer_open = False
                     self._stop_sending()
@@ -297,9 +311,13 @@ class _Bridge:
             self.last_activity = self.last_arrival = time.monotonic()
             if not data:
                 if self.sock.type == socket.SOCK_DGRAM or (self.sock.type == socket.SOCK_SEQPACKET and not peer_shut_down(self.sock.fileno())):
+                    self._tell("recv", str(size), "0: an empty message")
                     continue  # an empty datagram or seqpacket message is a message, not the end
+                self._tell("recv", str(size), "0: the peer shut down its writing side (end of its data)")
                 self.peer_open = False
                 return
+            if self.narrate:
+                self._tell("recv", str(size), str(len(data)))
             if self.options.send_only:
                 continue
             self.received += len(data)
@@ -309,6 +327,11 @@ class _Bridge:
                 self.output.append(data)
             if len(self.output) >= HIGH_WATER:
                 return
+
+    def _tell(self, call: str, argument: str, answer: str) -> None:
+        """Narrate one system call on the socket and what the kernel answered (when narrating)."""
+        if self.narrate:
+            self.narrate(f"{call}(fd {self.fd}, {argument}) = {answer}")
 
     def _dump(self, direction: str, data: bytes) -> None:
         try:
@@ -429,6 +452,16 @@ def _bytes_acked(sock: socket.socket) -> int | None:
     except OSError:
         return None
     return int(struct.unpack_from("Q", info, 120)[0]) if len(info) >= 128 else None
+
+
+def _answer(exc: OSError) -> str:
+    """Give a failed call's answer as strace shows it: `-1 ECONNRESET (Connection reset by peer)`."""
+    if isinstance(exc, ssl.SSLWantReadError | ssl.SSLWantWriteError):
+        return "-1 EAGAIN (TLS)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error {exc.reason or exc}"
+    name = errno.errorcode.get(exc.errno or 0, "?")
+    return f"-1 {name} ({exc.strerror or exc})"
 
 
 def _failure(exc: OSError, doing: str) -> ConnectFailed:

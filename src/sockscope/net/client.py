@@ -10,13 +10,15 @@ import contextlib
 import errno
 import socket
 import ssl
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..address import Address, resolve, sockaddr_text
 from ..errors import ConnectFailed, UsageError
 from ..records import NamedTuple
 from .bridge import Options, bridge
-from .listeners import peer_credentials
+from .listeners import Narrate, peer_credentials
 
 __all__ = ["Options", "Probe", "accept", "bridge", "client_tls", "connect", "describe", "listen_socket", "probe"]
 
@@ -33,43 +35,117 @@ def _failure(address: str, exc: OSError | TimeoutError) -> ConnectFailed:
     return ConnectFailed(f"{address}: {exc.strerror or exc}")
 
 
-def connect(address: Address, timeout: float | None = None, tls: ssl.SSLContext | None = None, server_name: str | None = None) -> socket.socket:
-    """Connect to `address` (every resolved address in turn); ConnectFailed when none answers."""
+def connect(
+    address: Address, timeout: float | None = None, tls: ssl.SSLContext | None = None, server_name: str | None = None, narrate: Narrate | None = None
+) -> socket.socket:
+    """Connect to `address` (every resolved address in turn); ConnectFailed when none answers.
+
+    With `narrate`, each step is told as the kernel answered it: the name resolution, socket(),
+    connect() with the port the kernel chose, the TLS handshake.
+    """
     if address.is_unix:
-        sock = socket.socket(socket.AF_UNIX, _UNIX_FAMILY[address.kind])
+        sock = _open(socket.AF_UNIX, _UNIX_FAMILY[address.kind], narrate)
         sock.settimeout(timeout)
         try:
             if address.kind == "unix-dgram":
-                sock.bind(b"")  # an autobound name, so that the server can answer
-            sock.connect(address.unix_name)
+                _call(narrate, f"bind(fd {sock.fileno()}, autobind)", lambda: sock.bind(b""), lambda _: f"0, named {sockaddr_text(sock.getsockname())}")
+            _call(narrate, f"connect(fd {sock.fileno()}, {sockaddr_text(address.unix_name)})", lambda: sock.connect(address.unix_name), timeout=timeout)
         except OSError as exc:
-            sock.close()
+            _close(sock, narrate)
             raise _failure(str(address.path), exc) from None
-        return _wrap(sock, tls, server_name, str(address.path), timeout)
+        return _wrap(sock, tls, server_name, str(address.path), timeout, narrate)
     last: OSError | None = None
-    for family, sockaddr in resolve(address):
-        sock = socket.socket(family, address.socket_type)
+    for family, sockaddr in _resolve(address, narrate):
+        sock = _open(family, address.socket_type, narrate)
         sock.settimeout(timeout)
         try:
-            sock.connect(sockaddr)
+            _call(narrate, f"connect(fd {sock.fileno()}, {sockaddr_text(sockaddr)})", partial(sock.connect, sockaddr), _chosen(sock), timeout)
         except OSError as exc:
-            sock.close()
+            _close(sock, narrate)
             last = exc
             continue
-        return _wrap(sock, tls, server_name or address.host, sockaddr_text(sockaddr), timeout)
+        return _wrap(sock, tls, server_name or address.host, sockaddr_text(sockaddr), timeout, narrate)
     assert last is not None
     raise _failure(f"{address.host}:{address.port}", last)
 
 
-def _wrap(sock: socket.socket, tls: ssl.SSLContext | None, server_name: str | None, shown: str, timeout: float | None) -> socket.socket:
+def _resolve(address: Address, narrate: Narrate | None) -> list[tuple[int, tuple[Any, ...]]]:
+    """Give resolve(address), telling the lookup and its answers when narrating."""
+    text = f"getaddrinfo({address.host!r}, {address.port}, {'SOCK_DGRAM' if address.kind == 'udp' else 'SOCK_STREAM'})"
+    try:
+        found = resolve(address)
+    except UsageError as exc:
+        if narrate:
+            narrate(f"{text} failed: {exc.message}")
+        raise
+    if narrate:
+        narrate(f"{text} = {', '.join(sockaddr_text(sockaddr) for _family, sockaddr in found)}")
+    return found
+
+
+def _open(family: int, kind: int, narrate: Narrate | None) -> socket.socket:
+    names: dict[int, str] = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX"}
+    kinds: dict[int, str] = {socket.SOCK_STREAM: "SOCK_STREAM", socket.SOCK_DGRAM: "SOCK_DGRAM", socket.SOCK_SEQPACKET: "SOCK_SEQPACKET"}
+    text = f"socket({names.get(family, family)}, {kinds.get(kind, kind)}, 0)"
+    made: socket.socket = _call(narrate, text, lambda: socket.socket(family, kind), lambda s: f"fd {s.fileno()}")
+    return made
+
+
+def _chosen(sock: socket.socket) -> Callable[[Any], str]:
+    """Give what a successful connect() tells: the local address, with the port the kernel picked."""
+
+    def shown(_result: Any) -> str:
+        try:
+            local = sock.getsockname()
+        except OSError:
+            return "0"
+        if isinstance(local, tuple):
+            return f"0, local {sockaddr_text(local)} (port {local[1]} chosen by the kernel)"
+        return f"0, local {sockaddr_text(local)}"
+
+    return shown
+
+
+def _call(narrate: Narrate | None, text: str, call: Callable[[], Any], shown: Callable[[Any], str] | None = None, timeout: float | None = None) -> Any:
+    """Run one system call; when narrating, say what the kernel answered (the errno's name on failure)."""
+    try:
+        result = call()
+    except OSError as exc:
+        if narrate:
+            if exc.errno is None and isinstance(exc, TimeoutError):  # the -w limit ran out, not the kernel
+                narrate(f"{text} = no answer within {timeout:g}s (-w), given up")
+            else:
+                narrate(f"{text} = -1 {errno.errorcode.get(exc.errno or 0, '?')} ({exc.strerror})")
+        raise
+    if narrate:
+        narrate(f"{text} = {shown(result) if shown else 0}")
+    return result
+
+
+def _close(sock: socket.socket, narrate: Narrate | None) -> None:
+    fd = sock.fileno()
+    sock.close()
+    if narrate and fd >= 0:
+        narrate(f"close(fd {fd}) = 0")
+
+
+def _wrap(
+    sock: socket.socket, tls: ssl.SSLContext | None, server_name: str | None, shown: str, timeout: float | None, narrate: Narrate | None = None
+) -> socket.socket:
     if tls is None:
         return sock
     try:
         wrapped = tls.wrap_socket(sock, server_hostname=server_name if tls.check_hostname else None)
+        if narrate:
+            narrate(f"TLS handshake (server name {server_name!r}) = {wrapped.version()}, {(wrapped.cipher() or ('?',))[0]}")
     except ssl.SSLCertVerificationError as exc:
+        if narrate:
+            narrate(f"TLS handshake (server name {server_name!r}) failed: {exc.verify_message}")
         sock.close()
         raise ConnectFailed(f"{shown}: TLS certificate not trusted ({exc.verify_message}); --insecure skips the check") from None
     except (ssl.SSLError, OSError) as exc:
+        if narrate:
+            narrate(f"TLS handshake (server name {server_name!r}) failed: {exc}")
         sock.close()
         raise ConnectFailed(f"{shown}: TLS handshake failed: {exc}") from None
     wrapped.settimeout(timeout)
@@ -96,12 +172,12 @@ class Probe(NamedTuple):
     detail: str
 
 
-def probe(address: Address, timeout: float) -> Probe:
+def probe(address: Address, timeout: float, narrate: Narrate | None = None) -> Probe:
     """Check one address without sending data: TCP and unix connect; UDP an empty datagram and a wait for ICMP."""
     if address.kind == "udp":
         return _probe_udp(address, timeout)
     try:
-        connect(address, timeout).close()
+        _close(connect(address, timeout, narrate=narrate), narrate)
     except ConnectFailed as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, TimeoutError) or "timed out" in exc.message:
