@@ -185,9 +185,8 @@ def _process(pid: int, root: str) -> str:
         os.listdir(f"{root}/{pid}/fd")
     except PermissionError:
         user = process_user(root, pid)
-        raise PermissionDenied(
-            f"pid {pid} ({process_name(root, pid)}) runs as {user}: its descriptors can be read only by {user} or root (run with sudo)"
-        ) from None
+        readers = "root" if user == "root" else f"{user} or root"
+        raise PermissionDenied(f"pid {pid} ({process_name(root, pid)}) runs as {user}: its descriptors can be read only by {readers} (run with sudo)") from None
     except OSError:
         raise NothingFound(f"no process with pid {pid} on this host (it has gone)") from None
     return f"{process_name(root, pid)} (user {process_user(root, pid)})"
@@ -200,9 +199,12 @@ def _nothing(target: Target, process: str | None, port: PortFacts | None) -> str
     if target.kind == "inode":
         return f"no tcp, udp or unix socket has inode {target.number} on this host"
     if target.kind == "path":
-        return f"no unix socket is bound to {target.path} on this host"
+        from ..net.hub import printable_text  # a name may hold a newline or bytes that are not UTF-8
+
+        return f"no unix socket is bound to {printable_text(target.path or '')} on this host"
     from .sentences import port_sentence
 
     where = f"{target.text}" if target.kind == "address" else f"port {target.port}"
     assert port is not None
-    return f"no socket uses {where} on this host; {port_sentence(port, host_facts(), both=target.proto is None)}"
+    said = port_sentence(port, host_facts(), both=target.proto is None)
+    return f"no socket uses {where} on this host; {said[0].lower()}{said[1:]}"

@@ -177,7 +177,8 @@ def connection_sentence(link: Link, host: Host) -> str:
         inside = "in" if low <= sock.peer.port <= high else "outside"
         start = f"from {end_text(sock.peer)} (client port {sock.peer.port}, {inside} this host's ephemeral range)"
     else:
-        start = f"from socket inode {sock.peer.inode}" if isinstance(sock.peer, UnixEndpoint) and sock.peer.inode else "from an unknown peer"
+        inode = sock.peer.inode if isinstance(sock.peer, UnixEndpoint) else 0
+        start = f"from the client socket inode {inode}" if inode else "from an unknown peer"
     owners = sock.owners or ()
     if owners:
         served = "accepted by " + ", ".join(holder_text(o, sock.inode) for o in owners)
@@ -256,7 +257,11 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     family = {"inet": "IPv4", "inet6": "IPv6"}.get(sock.family.value, sock.family.value)
     kind = KINDS.get(sock.netid, f"{sock.netid.value} socket")
     state = meaning(sock)
-    out = [f"{end_text(sock.local)} is a {kind} ({family}, inode {sock.inode}) in state {sock.state.value}: {state[0].upper()}{state[1:]}."]
+    if isinstance(sock.local, UnixEndpoint) and not sock.local.path:
+        first = f"An unnamed {kind} (inode {sock.inode}) is in state {sock.state.value}."
+    else:
+        first = f"{end_text(sock.local)} is a {kind} ({family}, inode {sock.inode}) in state {sock.state.value}."
+    out = [f"{first} {state[0].upper()}{state[1:]}."]
     out.append(holders_sentence(sock, denied))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))

@@ -34,7 +34,7 @@ def _number(text: str, spec: str, what: str) -> int:
         raise UsageError(f"{text!r}: {what} is not a number")
     value = int(digits)
     if value == 0 or value > 1 << 63:
-        raise UsageError(f"{text!r}: {value} is not a {what} (give a positive number)")
+        raise UsageError(f"{text!r}: {value} is not a {what} number (give a positive number)")
     return value
 
 
