@@ -111,7 +111,8 @@ def add_parser(commands: Any) -> None:
         "--source", choices=("auto", "netlink", "proc"), default="auto", help="netlink sock_diag or /proc/net (default: netlink, /proc where missing)"
     )
     p.add_argument("-N", "--netns", "--net", metavar="NAME|PID|all", help="list the sockets of another network namespace (or all)")
-    p.add_argument("--explain", action="store_true", help="one short sentence under each socket saying what it is and who holds it")
+    # no default (SUPPRESS): the quick parser and argparse give the same options when it is not asked for
+    p.add_argument("--explain", action="store_true", default=argparse.SUPPRESS, help="one short sentence under each socket: what it is, who holds it")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss-style filter words")
     for flags, _what in NOT_YET:
         p.add_argument(*flags, action="store_true", dest=not_yet_dest(flags), help=argparse.SUPPRESS)
