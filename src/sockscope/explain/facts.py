@@ -123,6 +123,17 @@ def other_end(sock: Socket, everything: Iterable[Socket]) -> Socket | None:
     return next((s for s in everything if s is not sock and s.netid is sock.netid and _same_end(s.local, sock.peer) and _same_end(s.peer, sock.local)), None)
 
 
+def _covers(sock: Socket, addresses: tuple[str, ...]) -> bool:
+    """Tell whether a socket's local address takes connections to one of `addresses`."""
+    local = sock.local
+    assert isinstance(local, Endpoint)
+    if local.address == "::":  # every IPv6 address, and every IPv4 one too unless IPV6_V6ONLY
+        return any(":" in a or sock.v6only is False for a in addresses)
+    if local.address in WILDCARDS:
+        return any(":" not in a for a in addresses)
+    return plain_address(local.address) in addresses
+
+
 def select(target: Target, everything: list[Socket]) -> list[Socket]:
     """Give the sockets a target names (before listeners take in their connections)."""
     kind = target.kind
@@ -138,7 +149,7 @@ def select(target: Target, everything: list[Socket]) -> list[Socket]:
             continue
         if target.proto is not None and sock.netid.value != target.proto:
             continue
-        if kind == "address" and sock.local.address not in WILDCARDS and plain_address(sock.local.address) not in target.addresses:
+        if kind == "address" and not _covers(sock, target.addresses):
             continue
         found.append(sock)
     return found

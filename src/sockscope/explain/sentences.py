@@ -100,7 +100,7 @@ def holders_sentence(sock: Socket, denied: int) -> str:
             f"No holder could be seen: the socket was made by uid {sock.uid} ({user_name(sock.uid or 0)}), and the descriptors "
             f"of {plural(denied, 'process', 'processes')} of other users cannot be read without root (run with sudo to see them)."
         )
-    return "No process holds a descriptor to it."
+    return "No descriptor to it was found under /proc/*/fd: its holder, if any, is not visible here (another PID namespace), or the kernel holds it alone."
 
 
 def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
@@ -165,11 +165,11 @@ def other_sentence(sock: Socket, other: Socket | None) -> str | None:
 def _held_by(sock: Socket) -> str:
     owners = sock.owners or ()
     if not owners:
-        return "which no process holds a descriptor to" if sock.owners == () else "whose holder was not asked for"
+        return "with no descriptor to it found under /proc/*/fd" if sock.owners == () else "whose holder was not asked for"
     return "held by " + ", ".join(holder_text(o, sock.inode) for o in owners)
 
 
-def connection_sentence(link: Link, host: Host) -> str:
+def connection_sentence(link: Link, host: Host, queued: bool = False) -> str:
     """Give one of a listener's connections: the client's end and port, who serves it, who the client is."""
     sock, other = link.socket, link.other
     if isinstance(sock.peer, Endpoint):
@@ -182,15 +182,15 @@ def connection_sentence(link: Link, host: Host) -> str:
     owners = sock.owners or ()
     if owners:
         served = "accepted by " + ", ".join(holder_text(o, sock.inode) for o in owners)
-    elif sock.state is State.ESTAB:
+    elif queued:
         served = "waiting in the accept queue: no process has accepted it yet"
     else:
-        served = "held by no process"
+        served = "no descriptor to it found under /proc/*/fd"
     served = f"{sock.state.value}, {served}"
     if other is not None and other.owners:
         client = "; the client is " + ", ".join(holder_text(o, other.inode) for o in other.owners)
     elif other is not None:
-        client = f"; the client's socket (inode {other.inode}) is here, held by no process this user can see"
+        client = f"; the client's socket (inode {other.inode}) is here, with no descriptor to it found under /proc/*/fd"
     elif isinstance(sock.peer, Endpoint):
         client = "; the client is on another host" if not _loopback(sock.peer.address) else ""
     else:
@@ -210,7 +210,10 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     if not links:
         return ["No client is connected to it right now."]
     out = [f"It has {plural(len(links), 'connection')}:"]
-    out += [connection_sentence(link, host) for link in links[:MAX_CONNECTIONS]]
+    # connections nobody holds are those still in the accept queue only when their count agrees with the queue's
+    unheld = [link for link in links if not link.socket.owners and link.socket.state is State.ESTAB]
+    queued = 0 < len(unheld) <= sock.recv_q
+    out += [connection_sentence(link, host, queued and link in unheld) for link in links[:MAX_CONNECTIONS]]
     if len(links) > MAX_CONNECTIONS:
         out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
     return out
@@ -262,6 +265,9 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     else:
         first = f"{end_text(sock.local)} is a {kind} ({family}, inode {sock.inode}) in state {sock.state.value}."
     out = [f"{first} {state[0].upper()}{state[1:]}."]
+    if sock.v6only is not None and isinstance(sock.local, Endpoint) and sock.local.address == "::":
+        takes = "IPv6 clients only (IPV6_V6ONLY is on)" if sock.v6only else "IPv4 clients too (IPV6_V6ONLY is off: they show as ::ffff:a.b.c.d)"
+        out.append(f"Bound to every address, it takes {takes}.")
     out.append(holders_sentence(sock, denied))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
@@ -285,7 +291,7 @@ def brief(sock: Socket, port: PortFacts | None, host: Host) -> str:
     if owners is None:
         return what
     if not owners:
-        who = "no process holds it"
+        who = "no process holds it" if sock.state is State.TIME_WAIT else "no holder found in /proc"
     elif len({o.pid for o in owners}) == 1:
         who = f"held by {owners[0].name} (pid {owners[0].pid}, fd {', '.join(str(o.fd) for o in owners)})"
     else:
