@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -271,3 +273,57 @@ def test_ls_explain_adds_one_sentence_per_row() -> None:
         assert len(rows_json) == 3 and all(row["explain"] for row in rows_json)
         refused = sockscope("ls", "--explain", "--csv")
         assert refused.returncode == ExitCode.USAGE and refused.stderr.count("\n") == 1
+
+
+def test_a_unix_listener_with_a_queued_client_does_not_say_nobody_is_connected() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "queue.sock")
+        with socket.socket(socket.AF_UNIX) as server, socket.socket(socket.AF_UNIX) as client:
+            server.bind(path)
+            server.listen(4)
+            client.connect(path)
+            text = " ".join(explain_json(path)["sockets"][0]["sentences"])
+            assert "holds 1 connection not accepted yet, of at most 4" in text
+            assert "No connection of it is listed yet: the 1 connection in its queue show here only once accepted." in text
+            accepted, _ = server.accept()
+            with accepted:
+                [facts] = explain_json(path)["sockets"]
+                assert [link["other"]["inode"] for link in facts["connections"]] == [os.fstat(client.fileno()).st_ino]
+                assert "It has 1 connection:" in facts["sentences"]
+
+
+def test_a_name_with_a_newline_and_a_byte_that_is_not_utf8_stays_one_line_and_a_pastable_command() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.fsencode(folder) + b"/a\nb\xff.sock"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(path)
+            server.listen()
+            result = subprocess.run([sys.executable, "-m", "sockscope", "explain", path], capture_output=True, check=False)
+            data = subprocess.run([sys.executable, "-m", "sockscope", "explain", path, "--json"], capture_output=True, check=True).stdout
+    assert result.returncode == ExitCode.OK
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith(f"{folder}/a\\nb\\xff.sock is a unix stream socket")
+    assert all(line.endswith((".", ":")) for line in lines)  # every sentence whole on its own line
+    word = re.search(r"`sockscope who (\$'[^']*')`", lines[-1])
+    assert word is not None
+    assert subprocess.run(["bash", "-c", f"printf %s {word[1]}"], capture_output=True, check=True).stdout == path
+    answer = json.loads(data)
+    assert base64.b64decode(answer["sockets"][0]["socket"]["local"]["path_b64"]) == path
+
+
+def test_a_dual_stack_listener_takes_an_ipv4_address_target_and_says_so() -> None:
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            time.sleep(0.1)
+            [facts] = [s for s in explain_json(f"127.0.0.1:{port}")["sockets"] if s["socket"]["state"] == "LISTEN"]
+            text = " ".join(facts["sentences"])
+            assert "it takes IPv4 clients too (IPV6_V6ONLY is off" in text
+            assert f"From [::ffff:127.0.0.1]:{client.getsockname()[1]} (client port" in text
+    with socket.socket(socket.AF_INET6) as only6:
+        only6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        only6.bind(("::", 0))
+        only6.listen()
+        port = only6.getsockname()[1]
+        assert sockscope("explain", f"127.0.0.1:{port}").returncode == ExitCode.NOTHING_FOUND
+        assert "IPv6 clients only" in " ".join(explain_json(f"[::1]:{port}")["sockets"][0]["sentences"])

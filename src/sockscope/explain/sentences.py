@@ -207,8 +207,11 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     sock, links = facts.socket, facts.connections
     if sock.state is not State.LISTEN:
         return []
+    # a unix listener's queued connections are not sockets the kernel lists until they are accepted
+    hidden = sock.recv_q if sock.netid is not NetId.TCP else 0
+    unlisted = f"the {plural(hidden, 'connection')} in its queue show here only once accepted." if hidden else ""
     if not links:
-        return ["No client is connected to it right now."]
+        return [f"No connection of it is listed yet: {unlisted}" if hidden else "No client is connected to it right now."]
     out = [f"It has {plural(len(links), 'connection')}:"]
     # connections nobody holds are those still in the accept queue only when their count agrees with the queue's
     unheld = [link for link in links if not link.socket.owners and link.socket.state is State.ESTAB]
@@ -216,6 +219,8 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     out += [connection_sentence(link, host, queued and link in unheld) for link in links[:MAX_CONNECTIONS]]
     if len(links) > MAX_CONNECTIONS:
         out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
+    if hidden:
+        out.append(f"Besides, {unlisted}")
     return out
 
 
@@ -227,13 +232,23 @@ def timer_sentence(sock: Socket) -> str | None:
     return f"The kernel frees it in {max(0, timer.expires_ms) / 1000:.1f} s (its {timer.name} timer)."
 
 
+def shell_word(text: str) -> str:
+    """Give text as one word a POSIX shell reads back exactly: quoted, or `$'...'` with escapes for
+    a name holding control characters or bytes that are not UTF-8 (so a pasted command still works)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    raw = text.encode("utf-8", "surrogateescape")
+    inner = "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else f"\\x{b:02x}" for b in raw)
+    return f"$'{inner}'"
+
+
 def next_steps(sock: Socket) -> str:
     """Give the commands a person would run next about this socket."""
     local = sock.local
     if isinstance(local, UnixEndpoint):
         if local.path and sock.state in (State.LISTEN, State.UNCONN):
             kind = {NetId.UNIX_DGRAM: "unix-dgram", NetId.UNIX_SEQPACKET: "seqpacket"}.get(sock.netid, "unix")
-            who, address = shlex.quote(local.path), shlex.quote(f"{kind}:{local.path}")
+            who, address = shell_word(local.path), shell_word(f"{kind}:{local.path}")
             return f"Next: `sockscope who {who}` shows who holds it; `sockscope connect {address}` connects to it."
         return f"Next: `sockscope explain inode:{sock.inode}` again later, or `sockscope ls -xap` to see every unix socket and its holders."
     if not isinstance(local, Endpoint) or not isinstance(sock.peer, Endpoint):
