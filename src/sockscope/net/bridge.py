@@ -269,7 +269,7 @@ class _Bridge:
             self.sent += count
             self.last_activity = time.monotonic()
             if self.narrate:
-                self._tell("send", f"{offered} bytes", str(count))
+                self._tell("send", f"{offered} bytes", str(count) if count == offered else f"{count}: the send buffer took only that much")
             if self.dump and data:
                 self._dump(">", data)
             if count < offered:
