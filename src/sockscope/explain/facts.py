@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -76,6 +77,7 @@ def _has_capability(number: int) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)  # a pid may hold thousands of sockets on a few ports
 def port_facts(port: int, proto: str) -> PortFacts:
     """Give the facts of a port: its service name, IANA class, privilege and ephemeral range here."""
     from .. import services
@@ -113,14 +115,46 @@ def _child_of(sock: Socket, listener: Socket) -> bool:
     return listener.local.address in WILDCARDS or plain_address(sock.local.address) == plain_address(listener.local.address)
 
 
-def other_end(sock: Socket, everything: Iterable[Socket]) -> Socket | None:
-    """Give the socket at the other end of a connection when it is on this host (and visible here)."""
-    if isinstance(sock.peer, UnixEndpoint):
-        inode = sock.peer.inode
-        return next((s for s in everything if inode and s.inode == inode), None)
-    if not isinstance(sock.peer, Endpoint) or sock.peer.port == 0:
-        return None
-    return next((s for s in everything if s is not sock and s.netid is sock.netid and _same_end(s.local, sock.peer) and _same_end(s.peer, sock.local)), None)
+def _key(end: Endpoint) -> tuple[str, int]:
+    return plain_address(end.address), end.port
+
+
+class Index:
+    """The sockets of this host looked up by inode, by both ends, and by local port or unix name.
+
+    A listener may have thousands of connections among tens of thousands of sockets: each
+    lookup is a dictionary's, never a pass over every socket.
+    """
+
+    def __init__(self, everything: Iterable[Socket]) -> None:
+        self.by_inode: dict[int, Socket] = {}
+        self.by_ends: dict[tuple[NetId, tuple[str, int], tuple[str, int]], Socket] = {}
+        self.by_local: dict[tuple[NetId, object], list[Socket]] = {}
+        for sock in everything:
+            if sock.inode:
+                self.by_inode[sock.inode] = sock
+            local, peer = sock.local, sock.peer
+            if isinstance(local, Endpoint) and isinstance(peer, Endpoint):
+                self.by_ends[(sock.netid, _key(local), _key(peer))] = sock
+                self.by_local.setdefault((sock.netid, local.port), []).append(sock)
+            elif isinstance(local, UnixEndpoint) and local.path:
+                self.by_local.setdefault((sock.netid, local.path), []).append(sock)
+
+    def other_end(self, sock: Socket) -> Socket | None:
+        """Give the socket at the other end of a connection when it is on this host (and visible here)."""
+        peer, local = sock.peer, sock.local
+        if isinstance(peer, UnixEndpoint):
+            return self.by_inode.get(peer.inode) if peer.inode else None
+        if not isinstance(peer, Endpoint) or not isinstance(local, Endpoint) or peer.port == 0:
+            return None
+        found = self.by_ends.get((sock.netid, _key(peer), _key(local)))
+        return found if found is not sock else None
+
+    def children(self, listener: Socket) -> list[Socket]:
+        """Give the connections accepted through (or waiting in) a listener."""
+        local = listener.local
+        where = local.port if isinstance(local, Endpoint) else local.path if isinstance(local, UnixEndpoint) else None
+        return [sock for sock in self.by_local.get((listener.netid, where), ()) if _child_of(sock, listener)]
 
 
 def _covers(sock: Socket, addresses: tuple[str, ...]) -> bool:
@@ -169,16 +203,17 @@ def gather(target: Target, root: str | None = None) -> Explanation:
         port = port_facts(target.port, target.proto or "tcp")
     if not chosen:
         raise NothingFound(_nothing(target, process, port))
+    index = Index(everything)
     listeners = [s for s in chosen if _listens(s)]
     taken: set[int] = set()
     facts = []
     for sock in listeners:
-        children = tuple(Link(c, other_end(c, everything)) for c in everything if _child_of(c, sock))
+        children = tuple(Link(c, index.other_end(c)) for c in index.children(sock))
         taken.update(id(link.socket) for link in children)
         facts.append(SocketFacts(sock, _port_of(sock), None, children))
     for sock in chosen:
         if not _listens(sock) and id(sock) not in taken:
-            facts.append(SocketFacts(sock, _port_of(sock), other_end(sock, everything), ()))
+            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), ()))
     return Explanation(target, host_facts(root), facts, port, owned.denied, process)
 
 
