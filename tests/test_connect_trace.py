@@ -144,3 +144,20 @@ def test_trace_with_zero_io_checks_tells_each_connect() -> None:
     assert result.returncode == ExitCode.NOTHING_FOUND
     assert text.count("  connect(fd ") == 2 and "= -1 ECONNREFUSED" in text and "chosen by the kernel" in text
     assert result.stdout.decode().splitlines()[0] == f"tcp://127.0.0.1:{port} open (connected)"
+
+
+@pytest.mark.parametrize("stderr", ["closed", "full"])
+def test_a_trace_nobody_can_read_does_not_touch_the_data(stderr: str) -> None:
+    port = free_port()
+    data = os.urandom(2_000_000)
+    with tempfile.TemporaryDirectory() as folder, socat_echo(port, os.path.join(folder, "log")):
+        wait_for(port)
+        command = [sys.executable, "-m", "sockscope", "connect", "--trace", f"127.0.0.1:{port}"]
+        if stderr == "closed":
+            command = ["sh", "-c", 'exec "$@" 2>&-', "sh", *command]
+            result = subprocess.run(command, input=data, stdout=subprocess.PIPE, timeout=60, check=False)
+        else:
+            with open("/dev/full", "wb") as full:
+                result = subprocess.run(command, input=data, stdout=subprocess.PIPE, stderr=full, timeout=60, check=False)
+    assert result.returncode == ExitCode.OK
+    assert result.stdout == data

@@ -138,6 +138,9 @@ def narrator(env: Environment) -> Any:
                 env.stderr.flush()
             except (OSError, ValueError):
                 working[0] = False  # a trace nobody can read must not end the data's transfer
+                from . import _silence_stdout
+
+                _silence_stdout(2)  # nor fail the exit, when Python flushes what stderr still buffers
 
     return narrate
 
