@@ -134,6 +134,11 @@ def test_a_client_on_an_ephemeral_port_is_told_with_its_other_end() -> None:
         assert f"Its other end is 127.0.0.1:{made['port']}, on this host: socket inode {made['inodes']['accepted']}" in text
         assert f"/proc/{pid}/fd/{made['fds']['accepted']} -> socket:[{made['inodes']['accepted']}]" in text
         assert f"'sport = :{first} and dport = :{made['port']}'" in text
+        assert "came in through the listener" not in text  # the client's end came from connect()
+        [served] = explain_json(f"inode:{made['inodes']['accepted']}")["sockets"]
+        said = " ".join(served["sentences"])
+        assert f"It came in through the listener on 127.0.0.1:{made['port']} (inode " in said
+        assert f"Its other end is 127.0.0.1:{first}, on this host: socket inode {made['inodes']['first']}" in said
 
 
 def test_a_full_accept_queue_is_called_full_as_ss_counts_it() -> None:

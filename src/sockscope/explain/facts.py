@@ -44,6 +44,7 @@ class SocketFacts(NamedTuple):
     port: PortFacts | None  # the local port of a tcp/udp socket
     other: Socket | None  # a connection's other end, when it is on this host
     connections: tuple[Link, ...]  # a listener's connections, accepted or waiting in its queue
+    listener: Socket | None = None  # a connection's listener, when it came in through one here
 
 
 class Explanation(NamedTuple):
@@ -150,6 +151,12 @@ class Index:
         found = self.by_ends.get((sock.netid, _key(peer), _key(local)))
         return found if found is not sock else None
 
+    def listener_of(self, sock: Socket) -> Socket | None:
+        """Give the listener a connection came in through, when it is on this host."""
+        local = sock.local
+        where = local.port if isinstance(local, Endpoint) else local.path if isinstance(local, UnixEndpoint) else None
+        return next((s for s in self.by_local.get((sock.netid, where), ()) if s.state is State.LISTEN and _child_of(sock, s)), None)
+
     def children(self, listener: Socket) -> list[Socket]:
         """Give the connections accepted through (or waiting in) a listener."""
         local = listener.local
@@ -213,7 +220,7 @@ def gather(target: Target, root: str | None = None) -> Explanation:
         facts.append(SocketFacts(sock, _port_of(sock), None, children))
     for sock in chosen:
         if not _listens(sock) and id(sock) not in taken:
-            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), ()))
+            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), (), index.listener_of(sock)))
     return Explanation(target, host_facts(root), facts, port, owned.denied, process)
 
 

@@ -289,6 +289,8 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
         if sentence:
             out.append(sentence)
+    if facts.listener is not None:
+        out.append(f"It came in through the listener on {end_text(facts.listener.local)} (inode {facts.listener.inode}): this is the server's end.")
     out += connections_sentences(facts, host)
     out.append(next_steps(sock))
     return out
