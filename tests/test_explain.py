@@ -332,3 +332,16 @@ def test_a_dual_stack_listener_takes_an_ipv4_address_target_and_says_so() -> Non
         port = only6.getsockname()[1]
         assert sockscope("explain", f"127.0.0.1:{port}").returncode == ExitCode.NOTHING_FOUND
         assert "IPv6 clients only" in " ".join(explain_json(f"[::1]:{port}")["sockets"][0]["sentences"])
+
+
+def test_a_socket_held_twice_by_one_process_names_both_descriptors() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        copy = os.dup(server.fileno())
+        try:
+            [facts] = explain_json(str(server.getsockname()[1]))["sockets"]
+        finally:
+            os.close(copy)
+    assert sorted(o["fd"] for o in facts["socket"]["owners"]) == sorted([server.fileno(), copy])
+    text = " ".join(facts["sentences"])
+    assert "held by 2 descriptors of one process (duplicated by dup() or received twice)" in text
+    assert f"/proc/{os.getpid()}/fd/{copy} -> socket:[{facts['socket']['inode']}]" in text

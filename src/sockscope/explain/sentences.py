@@ -81,19 +81,22 @@ def holder_text(owner: Owner, inode: int) -> str:
     return f"pid {owner.pid} ({owner.name}, user {owner.user}) through descriptor {owner.fd} ({descriptor(owner, inode)})"
 
 
-def holders_sentence(sock: Socket, denied: int) -> str:
+def holders_sentence(sock: Socket, denied: int, uid: int | None = None) -> str:
     """Give who holds a socket, or why nobody can be named."""
     owners = sock.owners or ()
     if len(owners) == 1:
         return f"It is held by {holder_text(owners[0], sock.inode)}."
     if owners:
         pids = len({o.pid for o in owners})
-        shared = f"{pids} processes" if pids > 1 else f"{len(owners)} descriptors of one process"
+        if pids > 1:
+            shared = f"{pids} processes at once (one socket, shared through fork() or passed along)"
+        else:
+            shared = f"{len(owners)} descriptors of one process (duplicated by dup() or received twice)"
         each = "; ".join(holder_text(o, sock.inode) for o in owners)
-        return f"It is held by {shared} at once (one socket, shared through fork() or passed along): {each}; it stays open until every one of them closes it."
+        return f"It is held by {shared}: {each}; it stays open until every one of them closes it."
     if sock.state is State.TIME_WAIT:
         return "No process holds it: the program closed it, and the kernel keeps it on its own."
-    if denied and sock.uid not in (None,):
+    if denied and sock.uid is not None and sock.uid != uid:
         from ..inventory.owners import user_name
 
         return (
@@ -283,7 +286,7 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     if sock.v6only is not None and isinstance(sock.local, Endpoint) and sock.local.address == "::":
         takes = "IPv6 clients only (IPV6_V6ONLY is on)" if sock.v6only else "IPv4 clients too (IPV6_V6ONLY is off: they show as ::ffff:a.b.c.d)"
         out.append(f"Bound to every address, it takes {takes}.")
-    out.append(holders_sentence(sock, denied))
+    out.append(holders_sentence(sock, denied, host.uid))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
     for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
