@@ -336,12 +336,12 @@ def test_a_dual_stack_listener_takes_an_ipv4_address_target_and_says_so() -> Non
 
 def test_a_socket_held_twice_by_one_process_names_both_descriptors() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
-        copy = os.dup(server.fileno())
+        original, copy = server.fileno(), os.dup(server.fileno())
         try:
             [facts] = explain_json(str(server.getsockname()[1]))["sockets"]
         finally:
             os.close(copy)
-    assert sorted(o["fd"] for o in facts["socket"]["owners"]) == sorted([server.fileno(), copy])
+    assert sorted(o["fd"] for o in facts["socket"]["owners"]) == sorted([original, copy])
     text = " ".join(facts["sentences"])
     assert "held by 2 descriptors of one process (duplicated by dup() or received twice)" in text
     assert f"/proc/{os.getpid()}/fd/{copy} -> socket:[{facts['socket']['inode']}]" in text
