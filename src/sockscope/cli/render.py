@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -200,8 +200,15 @@ def table(
     processes: bool,
     netns: bool,
     header: bool = True,
+    internals: frozenset[str] = frozenset(),
+    numeric: bool = False,
 ) -> None:
-    """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
+    """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last.
+
+    With `extended`, the UID, Inode and Cookie (ss's `sk:`, in hex) columns; with `internals`
+    (groups of inventory.INTERNALS), each socket that has some gets an indented second line in
+    ss's words (`numeric`: rates in digits, as ss -n).
+    """
     columns: list[tuple[str, list[Any] | InetCells | OwnerCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
     if netns:
         labels = {label: escape(label or "-") for label in set(map(itemgetter(9), sockets))}
@@ -218,12 +225,31 @@ def table(
     if extended:
         columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
         columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
+        columns.append(("Cookie", ["-" if cookie is None else f"{cookie:x}" for cookie in map(itemgetter(13), sockets)], False))
     if processes:
         columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
     fast = native.accel
     text = fast.table_text(titles, cells, rights, header) if fast is not None else None
-    out.write(text if text is not None else table_text(titles, cells, rights, header))
+    if text is None:
+        text = table_text(titles, cells, rights, header)
+    if internals:
+        text = with_second_lines(text, sockets, internals, numeric, header)
+    out.write(text)
+
+
+def with_second_lines(text: str, sockets: Sequence[Socket], asked: frozenset[str], numeric: bool, header: bool) -> str:
+    """Give the table text with each socket's internals on an indented line under its row, as ss draws them."""
+    from . import internals
+
+    rows = text.split("\n")
+    lines = rows[:1] if header else []
+    seconds = map(internals.line, map(itemgetter(14), sockets), map(itemgetter(2), sockets), repeat(asked), repeat(numeric))
+    for row, second in zip(rows[1:] if header else rows, seconds, strict=False):
+        lines.append(row)
+        if second:
+            lines.append(second)
+    return "\n".join(lines) + "\n"
 
 
 def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
@@ -279,9 +305,10 @@ def endpoint_json(end: AnyEndpoint, is_peer: bool, device: str | None = None) ->
     return found
 
 
-def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
-    """Give the JSON object of one socket ("v6only" only where the kernel tells it)."""
-    found = {
+def socket_json(sock: Socket, service: str | None, internals: frozenset[str] = frozenset(), cookie: bool = False) -> dict[str, Any]:
+    """Give the JSON object of one socket ("v6only" only where the kernel tells it; "cookie" and
+    the internals groups only when asked for). JsonText gives the same, faster."""
+    found: dict[str, Any] = {
         "netid": sock.netid.value,
         "family": sock.family.value,
         "state": sock.state.value,
@@ -299,6 +326,12 @@ def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
     }
     if sock.v6only is not None:
         found["v6only"] = sock.v6only
+    if cookie:
+        found["cookie"] = sock.cookie
+    if internals:
+        from . import internals as inside
+
+        found.update(inside.json_value(sock.internals, internals, escape_undecodable))
     return found
 
 
@@ -340,8 +373,10 @@ class JsonText:
     through the JSON encoder; the rest are numbers and fixed words.
     """
 
-    def __init__(self, service: Callable[[Socket], str | None]) -> None:
+    def __init__(self, service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False) -> None:
         self.service = service
+        self.internals = internals
+        self.cookie = cookie
         self.people: dict[tuple[int, str, str], str] = {}
         self.words: dict[str | None, str] = {None: "null"}
 
@@ -366,6 +401,13 @@ class JsonText:
 
     def __call__(self, s: Socket) -> str:
         local, peer = s.local, s.peer
+        more = _V6ONLY[s.v6only]
+        if self.cookie:
+            more += f', "cookie": {"null" if s.cookie is None else s.cookie}'
+        if self.internals:
+            from . import internals
+
+            more += internals.json_text(s.internals, self.internals, self.word)
         return _SOCKET % (
             s.netid.value,
             s.family.value,
@@ -381,24 +423,31 @@ class JsonText:
             self.word(s.netns),
             self.owners(s.owners),
             self.word(self.service(s)),
-            _V6ONLY[s.v6only],
+            more,
         )
 
 
-def json_array(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
-    """Write a JSON array of sockets, one object per line for readability and streaming tools."""
+def json_array(
+    out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
+    """Write a JSON array of sockets, one object per line for readability and streaming tools.
+
+    `internals` (groups of inventory.INTERNALS) and `cookie` add their keys (see JsonText).
+    """
     if not sockets:
         out.write("[]\n")
         return
     out.write("[\n")
-    out.write(",\n".join(map(JsonText(service), sockets)))
+    out.write(",\n".join(map(JsonText(service, internals, cookie), sockets)))
     out.write("\n]\n")
 
 
-def json_lines(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
+def json_lines(
+    out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
     """Write one JSON object per line."""
     if sockets:
-        out.write("\n".join(map(JsonText(service), sockets)))
+        out.write("\n".join(map(JsonText(service, internals, cookie), sockets)))
         out.write("\n")
 
 
@@ -431,16 +480,23 @@ def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, objec
     return escape(first) if isinstance(first, str) else first, escape(second) if isinstance(second, str) else second
 
 
-def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+def csv_rows(
+    out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
     """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`.
+
+    `cookie` adds the column "cookie"; `internals` (groups of inventory.INTERNALS) add flat
+    columns after the others (see internals.csv_fields).
 
     Names are escaped as in the table, so every row is one line (the exact bytes of a name are
     in the JSON); a name holding a comma or a quote is quoted as CSV does.
     """
     import csv
 
+    from . import internals as inside
+
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow((*CSV_FIELDS, *(["cookie"] if cookie else []), *inside.csv_fields(internals)))
     people: dict[tuple[str, str], tuple[str, str]] = {}
     for s in sockets:
         owners = ""
@@ -468,5 +524,7 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
                 service(s) or "",
                 escape(s.device) if s.device else "",
                 "" if s.v6only is None else str(s.v6only).lower(),
+                *([("" if s.cookie is None else s.cookie)] if cookie else []),
+                *(inside.csv_cells(s.internals, internals, escape) if internals else []),
             )
         )

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple, cast
 
 from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
-from . import diag, netlink, owners, procnet
+from . import cgroups, diag, netlink, owners, procnet
 
 Source = Literal["auto", "netlink", "proc"]
 
@@ -61,6 +61,7 @@ class Query(NamedTuple):
     where: Callable[[Socket], bool] | None = None
     local_port: int | None = None  # only inet sockets bound to this port (filtered in the kernel)
     internals: frozenset[str] = frozenset()  # of INTERNALS: what `ls -i -m -o --cgroup` add
+    cgroup_root: str | None = None  # None: $SOCKSCOPE_CGROUP, else the cgroup2 mount
 
 
 #: The groups of Socket.internals a Query may ask for (inet sockets from sock_diag).
@@ -130,9 +131,35 @@ def _take(query: Query) -> Inventory:
             notes.append(
                 f"owners of some sockets are not shown: {denied} processes of other users cannot be inspected without root (run with sudo to see them)"
             )
+    if query.internals and (note := _without_internals(found, query.internals)):
+        notes.append(note)
+    if "cgroup" in query.internals:
+        found = _name_cgroups(found, query.cgroup_root or cgroups.find_root(root))
     if query.where is not None:
         found = [sock for sock in found if query.where(sock)]
     return Inventory(found, notes)
+
+
+def _name_cgroups(found: list[Socket], cgroup_root: str) -> list[Socket]:
+    """Give the sockets with the path (and container) of each cgroup id filled in."""
+    named = {number: (path, cgroups.container(path)) for number, path in cgroups.paths(cgroup_root).items()}
+    out = []
+    for sock in found:
+        extra = sock.internals
+        if extra is not None and extra.cgroup_id is not None:
+            path, container = named.get(extra.cgroup_id, (None, None))
+            sock = sock._replace(internals=extra._replace(cgroup=path, container=container))
+        out.append(sock)
+    return out
+
+
+def _without_internals(found: list[Socket], asked: frozenset[str]) -> str | None:
+    """Give a note when some sockets that could carry the asked internals came from /proc (which has none)."""
+    kinds = INET_NETIDS | (UNIX_NETIDS if "memory" in asked else frozenset())
+    missing = sum(1 for sock in found if sock.internals is None and sock.netid in kinds)
+    if not missing:
+        return None
+    return f"{_count(missing, 'socket')} read from /proc/net have no internals (-i, -m, -o, --cgroup need netlink sock_diag)"
 
 
 def _namespaces_sockets(query: Query, root: str, notes: list[str]) -> list[Socket]:
@@ -169,7 +196,7 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
         if netid in netids:
             plan += [_inet_job(netid, af, query.states, label, query.local_port, query.internals) for _fam, af in inet_families]
     if netids & UNIX_NETIDS and Family.UNIX in query.families:
-        plan.append(_unix_job(query.states, label))
+        plan.append(_unix_job(query.states, label, "memory" in query.internals))
     if NetId.NETLINK in netids and Family.NETLINK in query.families:
         plan.append(_netlink_job(label))
     if netids & PACKET_NETIDS and Family.PACKET in query.families:
@@ -243,11 +270,11 @@ def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port:
     )
 
 
-def _unix_job(states: int, label: str | None) -> _Job:
+def _unix_job(states: int, label: str | None, memory: bool = False) -> _Job:
     return _Job(
         "netlink unix_diag",
-        diag.unix_request(states),
-        lambda chunk, spans: diag.decode_unix(chunk, spans, label),
+        diag.unix_request(states, memory),
+        lambda chunk, spans: diag.decode_unix(chunk, spans, label, memory),
         _proc_file("unix", lambda text, path, skipped: procnet.parse_unix(text, path, label, skipped)),
         fill_unix_peers,
     )

@@ -137,9 +137,15 @@ def ack_error(reply: bytes) -> int:
     return -int(_ERRNO.unpack_from(reply, _HEADER.size)[0])
 
 
-def unix_request(states: int) -> bytes:
-    """Give a unix_diag_req asking for names, peers, queues and uids."""
+UDIAG_SHOW_MEMINFO = 0x20
+UNIX_DIAG_MEMINFO = 5
+
+
+def unix_request(states: int, memory: bool = False) -> bytes:
+    """Give a unix_diag_req asking for names, peers, queues and uids (and memory, with `memory`)."""
     show = 0x01 | 0x04 | 0x10 | 0x40  # UDIAG_SHOW_NAME | PEER | RQLEN | UID
+    if memory:
+        show |= UDIAG_SHOW_MEMINFO
     return request(struct.pack("=BBHIII8x", socket.AF_UNIX, 0, 0, states, 0, show))
 
 
@@ -421,13 +427,16 @@ _TCP_INFO_TAIL = (  # (struct format, fields it fills), appended in kernel order
 )
 _TCP_INFO_PARTS = [(struct.Struct("=" + fields), count) for fields, count in _TCP_INFO_TAIL]
 _RATE_FIELDS = {0, 1, 10}  # pacing_rate, max_pacing_rate, delivery_rate: bytes/s in the kernel
-_TIMERS = ("", "on", "keepalive", "timewait", "persist")
+_TIMERS = ("", "on", "keepalive", "timewait", "persist", "delack")
+#: A rate of all ones: the kernel's "no limit" (sk_max_pacing_rate unset), kept as it is.
+NO_RATE_LIMIT = (1 << 64) - 1
 
 
 def tcp_info(raw: bytes | memoryview) -> TcpInfo:
     """Give the TcpInfo of a struct tcp_info as the kernel sent it (any kernel's length).
 
-    Rates become bits per second, as `ss` prints them; a field the kernel did not send is None.
+    Rates become bits per second, as `ss` prints them, except the kernel's "no limit" (all
+    ones, NO_RATE_LIMIT), which stays as it is; a field the kernel did not send is None.
     """
     if len(raw) < _TCP_INFO_HEAD.size:
         raise DecodeError(f"tcp_info of {len(raw)} bytes is shorter than the {_TCP_INFO_HEAD.size} every kernel sends")
@@ -444,7 +453,7 @@ def tcp_info(raw: bytes | memoryview) -> TcpInfo:
         offset += part.size
     for index in _RATE_FIELDS:
         rate = tail[index]
-        if rate is not None:
+        if rate is not None and rate != NO_RATE_LIMIT:
             tail[index] = rate * 8
     return TcpInfo(*values, *tail)
 
@@ -512,8 +521,11 @@ def unix_path(raw: bytes) -> str | None:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
-    """Give the Sockets of unix_diag replies; peers carry the peer's inode (path filled later)."""
+def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None, memory: bool = False) -> list[Socket]:
+    """Give the Sockets of unix_diag replies; peers carry the peer's inode (path filled later).
+
+    With `memory`, each Socket carries Internals holding its memory (UNIX_DIAG_MEMINFO).
+    """
     source = "netlink unix_diag reply"
     out: list[Socket] = []
     for message in messages(chunk, spans):
@@ -539,9 +551,14 @@ def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -
                 _u32(attrs.get(7)),
                 netns,
                 cookie=cookie_low | cookie_high << 32,
+                internals=_unix_internals(attrs.get(UNIX_DIAG_MEMINFO)) if memory else None,
             )
         )
     return out
+
+
+def _unix_internals(meminfo: memoryview | None) -> Internals:
+    return Internals(memory=socket_memory(meminfo) if meminfo is not None and len(meminfo) >= 28 else None)
 
 
 NETLINK_PROTOCOLS = {
