@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -229,27 +229,14 @@ def table(
     if processes:
         columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
+    after = None
+    if internals:  # each socket's internals on an indented line under its row, as ss draws them
+        from . import internals as inside
+
+        after = inside.lines(list(sockets), internals, numeric)
     fast = native.accel
-    text = fast.table_text(titles, cells, rights, header) if fast is not None else None
-    if text is None:
-        text = table_text(titles, cells, rights, header)
-    if internals:
-        text = with_second_lines(text, sockets, internals, numeric, header)
-    out.write(text)
-
-
-def with_second_lines(text: str, sockets: Sequence[Socket], asked: frozenset[str], numeric: bool, header: bool) -> str:
-    """Give the table text with each socket's internals on an indented line under its row, as ss draws them."""
-    from . import internals
-
-    rows = text.split("\n")
-    lines = rows[:1] if header else []
-    seconds = map(internals.line, map(itemgetter(14), sockets), map(itemgetter(2), sockets), repeat(asked), repeat(numeric))
-    for row, second in zip(rows[1:] if header else rows, seconds, strict=False):
-        lines.append(row)
-        if second:
-            lines.append(second)
-    return "\n".join(lines) + "\n"
+    text = fast.table_text(titles, cells, rights, header, after) if fast is not None else None
+    out.write(text if text is not None else table_text(titles, cells, rights, header, after))
 
 
 def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
@@ -264,8 +251,13 @@ def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner
     return [cleaned.get(owners, owners) if owners else owners for owners in column]
 
 
-def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool) -> str:
-    """Give the aligned table as text: one space between columns, the last left-aligned one unpadded."""
+def table_text(
+    titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool, after: list[str] | None = None
+) -> str:
+    """Give the aligned table as text: one space between columns, the last left-aligned one unpadded.
+
+    `after` gives a line to write under each row ("" for none).
+    """
     columns = [cells.texts() if isinstance(cells, InetCells | OwnerCells) else list(map(str, cells)) for cells in columns]
     widths = [max(len(title), max(map(len, cells), default=0)) for title, cells in zip(titles, columns, strict=True)]
     parts = [f"{{:{'>' if r else '<'}{width}}}" for r, width in zip(right, widths, strict=True)]
@@ -273,7 +265,12 @@ def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | 
         parts[-1] = "{}"  # no trailing blanks after the last column
     template = " ".join(parts)
     lines = [template.format(*titles).rstrip(" ")] if header else []
-    lines += map(template.format, *columns)
+    rows = map(template.format, *columns)
+    if after is None:
+        lines += rows
+    else:
+        for row, under in zip(rows, after, strict=True):
+            lines += (row, under) if under else (row,)
     return "".join(line + "\n" for line in lines)
 
 

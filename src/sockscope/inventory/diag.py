@@ -329,8 +329,12 @@ def decode_inet(
     devices = devices or Devices()
     spans = list(spans)
     fast = native.accel
-    if fast is not None and not internals:  # the whole chunk in one call, or None for anything unusual in it
-        rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
+    if fast is not None:  # the whole chunk in one call, or None for anything unusual in it
+        inside = None
+        if internals:
+            want = ("timers" in internals) | ("cgroup" in internals) << 1
+            inside = (want, Internals, TcpInfo, SocketMemory, Timer, _TIMERS)
+        rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices, inside)
         if rows is not None:
             return cast(list[Socket], rows)
     out: list[Socket] = []
