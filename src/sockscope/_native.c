@@ -160,12 +160,9 @@ static uint64_t u64(const unsigned char *p) {
     return v;
 }
 
-/* struct tcp_info's tail after the 104 bytes every kernel sends: (bytes, fields) in kernel order,
- * each part present only when the kernel's length covers all of it (as diag._TCP_INFO_TAIL). */
-static const struct {
-    int size;
-    const char *sizes; /* '8' or '4' per field */
-} TCP_TAIL[] = {{40, "888844"}, {16, "4444"}, {8, "8"}, {24, "888"}, {8, "44"}, {24, "8844"}, {4, "4"}, {4, "4"}, {8, "44"}};
+/* struct tcp_info's fields after the 104 bytes every kernel sends, by size in kernel order, each
+ * present only when the kernel's length covers it (as diag._TCP_INFO_TAIL). */
+static const char TCP_TAIL[] = "888844444488884488444444";
 /* tail field indexes holding a rate: bytes/s in the kernel, bits/s for us (all ones: no limit, kept) */
 static int is_rate(int tail_index) { return tail_index == 0 || tail_index == 1 || tail_index == 10; }
 
@@ -189,22 +186,18 @@ static PyObject *tcp_info_of(const Inside *in, const unsigned char *p, Py_ssize_
     PyTuple_SET_ITEM(info, k++, Py_NewRef(p[7] & 1 ? Py_True : Py_False));
     for (int i = 0; i < 24; i++) PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(u32(p + 8 + 4 * i)));
     Py_ssize_t at = TCP_INFO_HEAD;
-    int tail = 0;
-    for (size_t part = 0; part < sizeof TCP_TAIL / sizeof TCP_TAIL[0]; part++) {
-        int present = at + TCP_TAIL[part].size <= len;
-        for (const char *size = TCP_TAIL[part].sizes; *size; size++, tail++) {
-            PyObject *value;
-            if (!present) {
-                value = Py_NewRef(Py_None);
-            } else if (*size == '8') {
-                value = is_rate(tail) ? rate_of(u64(p + at)) : PyLong_FromUnsignedLongLong(u64(p + at));
-                at += 8;
-            } else {
-                value = PyLong_FromUnsignedLong(u32(p + at));
-                at += 4;
-            }
-            PyTuple_SET_ITEM(info, k++, value);
+    for (int tail = 0; TCP_TAIL[tail]; tail++) {
+        int size = TCP_TAIL[tail] - '0';
+        PyObject *value;
+        if (at + size > len) {
+            value = Py_NewRef(Py_None);
+        } else if (size == 8) {
+            value = is_rate(tail) ? rate_of(u64(p + at)) : PyLong_FromUnsignedLongLong(u64(p + at));
+        } else {
+            value = PyLong_FromUnsignedLong(u32(p + at));
         }
+        at += size;
+        PyTuple_SET_ITEM(info, k++, value);
     }
     for (Py_ssize_t i = 0; i < TCP_INFO_FIELDS; i++)
         if (PyTuple_GET_ITEM(info, i) == NULL) {
