@@ -19,7 +19,7 @@ from operator import add, itemgetter
 from typing import Literal, NamedTuple, cast
 
 from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
-from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
+from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, Internals, NetId, Socket, State, UnixEndpoint
 from . import cgroups, diag, netlink, owners, procnet
 
 Source = Literal["auto", "netlink", "proc"]
@@ -143,12 +143,14 @@ def _take(query: Query) -> Inventory:
 def _name_cgroups(found: list[Socket], cgroup_root: str) -> list[Socket]:
     """Give the sockets with the path (and container) of each cgroup id filled in."""
     named = {number: (path, cgroups.container(path)) for number, path in cgroups.paths(cgroup_root).items()}
+    unknown = (None, None)
     out = []
     for sock in found:
         extra = sock.internals
         if extra is not None and extra.cgroup_id is not None:
-            path, container = named.get(extra.cgroup_id, (None, None))
-            sock = sock._replace(internals=extra._replace(cgroup=path, container=container))
+            # built as tuples (not _replace): this runs for every socket of the listing
+            extra = tuple.__new__(Internals, (*extra[:5], *named.get(extra.cgroup_id, unknown)))
+            sock = tuple.__new__(Socket, (*sock[:14], extra))
         out.append(sock)
     return out
 
