@@ -146,12 +146,33 @@ static int scan_attrs(const unsigned char *m, Py_ssize_t size, Attrs *attrs) {
     return 0;
 }
 
+/* Numbers seen in this call, shared between records: tcp_info of 50,000 sockets repeats its mss,
+ * pmtu, windows, counters... and a new int object for each would double the memory (and the page
+ * faults) of a listing. Direct-mapped by value; ints are immutable, so sharing is invisible. */
+#define NUMBER_SLOTS 4096
+typedef struct {
+    unsigned long long value[NUMBER_SLOTS];
+    PyObject *number[NUMBER_SLOTS];
+} Numbers;
+
+static PyObject *number_of(Numbers *seen, unsigned long long value) {
+    if (value < 256) return PyLong_FromUnsignedLongLong(value); /* Python keeps these already */
+    size_t slot = (size_t)((value * 0x9E3779B97F4A7C15ull) >> 52) % NUMBER_SLOTS;
+    if (seen->number[slot] != NULL && seen->value[slot] == value) return Py_NewRef(seen->number[slot]);
+    PyObject *made = PyLong_FromUnsignedLongLong(value);
+    if (made == NULL) return NULL;
+    Py_XSETREF(seen->number[slot], Py_NewRef(made));
+    seen->value[slot] = value;
+    return made;
+}
+
 /* What the caller gives to decode internals: the record types and the timer names. */
 typedef struct {
     int want;
     PyTypeObject *internals, *tcp_info, *memory, *timer;
     PyObject *timer_names, *unknown_timer;
     PyObject *congestion; /* the last congestion name made (one or two per dump) */
+    Numbers *seen;
 } Inside;
 
 static uint64_t u64(const unsigned char *p) {
@@ -166,9 +187,9 @@ static const char TCP_TAIL[] = "888844444488884488444444";
 /* tail field indexes holding a rate: bytes/s in the kernel, bits/s for us (all ones: no limit, kept) */
 static int is_rate(int tail_index) { return tail_index == 0 || tail_index == 1 || tail_index == 10; }
 
-static PyObject *rate_of(uint64_t v) {
-    if (v == UINT64_MAX) return PyLong_FromUnsignedLongLong(v);
-    if (v <= UINT64_MAX / 8) return PyLong_FromUnsignedLongLong(v * 8);
+static PyObject *rate_of(Numbers *seen, uint64_t v) {
+    if (v == UINT64_MAX) return number_of(seen, v);
+    if (v <= UINT64_MAX / 8) return number_of(seen, v * 8);
     PyObject *big = PyLong_FromUnsignedLongLong(v), *eight = PyLong_FromLong(8), *out = NULL;
     if (big != NULL && eight != NULL) out = PyNumber_Multiply(big, eight);
     Py_XDECREF(big);
@@ -184,7 +205,7 @@ static PyObject *tcp_info_of(const Inside *in, const unsigned char *p, Py_ssize_
     PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(p[6] & 0xF));
     PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(p[6] >> 4));
     PyTuple_SET_ITEM(info, k++, Py_NewRef(p[7] & 1 ? Py_True : Py_False));
-    for (int i = 0; i < 24; i++) PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(u32(p + 8 + 4 * i)));
+    for (int i = 0; i < 24; i++) PyTuple_SET_ITEM(info, k++, number_of(in->seen, u32(p + 8 + 4 * i)));
     Py_ssize_t at = TCP_INFO_HEAD;
     for (int tail = 0; TCP_TAIL[tail]; tail++) {
         int size = TCP_TAIL[tail] - '0';
@@ -192,9 +213,9 @@ static PyObject *tcp_info_of(const Inside *in, const unsigned char *p, Py_ssize_
         if (at + size > len) {
             value = Py_NewRef(Py_None);
         } else if (size == 8) {
-            value = is_rate(tail) ? rate_of(u64(p + at)) : PyLong_FromUnsignedLongLong(u64(p + at));
+            value = is_rate(tail) ? rate_of(in->seen, u64(p + at)) : number_of(in->seen, u64(p + at));
         } else {
-            value = PyLong_FromUnsignedLong(u32(p + at));
+            value = number_of(in->seen, u32(p + at));
         }
         at += size;
         PyTuple_SET_ITEM(info, k++, value);
@@ -212,7 +233,7 @@ static PyObject *memory_of(const Inside *in, const unsigned char *p, Py_ssize_t 
     if (memory == NULL) return NULL;
     Py_ssize_t count = len / 4;
     for (Py_ssize_t i = 0; i < MEMORY_FIELDS; i++) {
-        PyObject *value = i < count ? PyLong_FromUnsignedLong(u32(p + 4 * i)) : Py_NewRef(Py_None);
+        PyObject *value = i < count ? number_of(in->seen, u32(p + 4 * i)) : Py_NewRef(Py_None);
         if (value == NULL) {
             Py_DECREF(memory);
             return NULL;
@@ -352,7 +373,7 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*O!OOOO!O!O!OO|O", &chunk, &PyList_Type, &spans, &netid, &fam_inet, &fam_inet6, &PyTuple_Type, &states,
                           &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices, &inside_spec))
         return NULL;
-    Inside in = {0, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    Inside in = {0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     int inside = inside_spec != Py_None;
     if (inside && !PyArg_ParseTuple(inside_spec, "iO!O!O!O!O!", &in.want, &PyType_Type, &in.internals, &PyType_Type, &in.tcp_info, &PyType_Type,
                                     &in.memory, &PyType_Type, &in.timer, &PyTuple_Type, &in.timer_names)) {
@@ -371,6 +392,10 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     Py_ssize_t total = check_runs(spans, &chunk, PyTuple_GET_SIZE(states), runs, inside);
     if (total < 0) goto fallback;
     if (inside && (in.unknown_timer = PyUnicode_FromString("unknown")) == NULL) goto done;
+    if (inside && (in.seen = PyMem_Calloc(1, sizeof(Numbers))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     out = PyList_New(total);
     if (out == NULL) goto done;
     Py_ssize_t row = 0;
@@ -448,6 +473,9 @@ fallback:
 done:
     Py_XDECREF(in.unknown_timer);
     Py_XDECREF(in.congestion);
+    if (in.seen != NULL)
+        for (int i = 0; i < NUMBER_SLOTS; i++) Py_XDECREF(in.seen->number[i]);
+    PyMem_Free(in.seen);
     PyMem_Free(runs);
     clear_slots(slots);
     PyBuffer_Release(&chunk);
@@ -489,6 +517,14 @@ static int buf_spaces(Buf *b, Py_ssize_t n) {
     b->size += (size_t)n;
     return 0;
 }
+
+/* A socket's internals line being written (see internals_lines): the words so far. */
+typedef struct {
+    Buf *b;
+    int words;
+} Line;
+
+static int internals_line(Line *l, PyObject *extra, int listening, int numeric, int options, int cgroups);
 
 /* A cell's UTF-8 bytes (lone surrogates pass through) and its width in code points. */
 typedef struct {
@@ -683,14 +719,22 @@ static int put_cell(Buf *b, Column *col, Py_ssize_t r, Py_ssize_t width) {
  * (see inet_column), or a 1-tuple holding a list of owner tuples (see owners_cell). Each column is as wide as its widest cell or title, right-aligned where
  * `right` says; the last column is not padded when left-aligned; one space between columns;
  * every line ends with "\n"; the header line has no trailing blanks. `after` (a list of str, one a
- * row) gives a line to write under each row ("" for none). */
+ * row) gives a line to write under each row ("" for none); given as (sockets, State.LISTEN,
+ * numeric, options, cgroups), each socket's internals line (see internals_lines). */
 static PyObject *table_text(PyObject *self, PyObject *args) {
     PyObject *titles, *columns, *right, *after = Py_None;
     int header;
     if (!PyArg_ParseTuple(args, "O!O!O!p|O", &PyTuple_Type, &titles, &PyTuple_Type, &columns, &PyTuple_Type, &right, &header, &after)) return NULL;
     Py_ssize_t ncol = PyTuple_GET_SIZE(columns);
     if (ncol == 0 || PyTuple_GET_SIZE(titles) != ncol || PyTuple_GET_SIZE(right) != ncol) Py_RETURN_NONE;
-    if (after != Py_None && !PyList_Check(after)) Py_RETURN_NONE;
+    /* `after` as (sockets, State.LISTEN, numeric, options, cgroups): each socket's internals line */
+    PyObject *under = NULL, *listen = NULL;
+    int numeric = 0, options = 0, cgroups = 0;
+    if (PyTuple_Check(after)) {
+        if (!PyArg_ParseTuple(after, "O!Oppp", &PyList_Type, &under, &listen, &numeric, &options, &cgroups)) return NULL;
+    } else if (after != Py_None && !PyList_Check(after)) {
+        Py_RETURN_NONE;
+    }
     Py_ssize_t nrow = -1;
     for (Py_ssize_t c = 0; c < ncol; c++) {
         PyObject *col = PyTuple_GET_ITEM(columns, c);
@@ -706,7 +750,13 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
             nrow = n;
         }
     }
-    if (after != Py_None) {
+    if (under != NULL) {
+        if (PyList_GET_SIZE(under) != nrow) Py_RETURN_NONE;
+        for (Py_ssize_t r = 0; r < nrow; r++) {
+            PyObject *sock = PyList_GET_ITEM(under, r);
+            if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) Py_RETURN_NONE;
+        }
+    } else if (after != Py_None) {
         if (PyList_GET_SIZE(after) != nrow) Py_RETURN_NONE;
         for (Py_ssize_t r = 0; r < nrow; r++)
             if (!PyUnicode_Check(PyList_GET_ITEM(after, r))) Py_RETURN_NONE;
@@ -808,7 +858,17 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
             if (put_cell(&b, &cols[c], r, cols[c].width)) goto done;
         }
         if (buf_put(&b, "\n", 1)) goto done;
-        if (after != Py_None && PyUnicode_GET_LENGTH(PyList_GET_ITEM(after, r))) {
+        if (under != NULL) {
+            PyObject *sock = PyList_GET_ITEM(under, r);
+            Line line = {&b, 0};
+            int got = internals_line(&line, PyTuple_GET_ITEM(sock, 14), PyTuple_GET_ITEM(sock, 2) == listen, numeric, options, cgroups);
+            if (got < 0) goto done;
+            if (got > 0) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            if (line.words && buf_put(&b, "\n", 1)) goto done;
+        } else if (after != Py_None && PyUnicode_GET_LENGTH(PyList_GET_ITEM(after, r))) {
             if (cell_of(PyList_GET_ITEM(after, r), &cell) < 0) goto done;
             int failed = buf_put(&b, cell.s, (size_t)cell.n) || buf_put(&b, "\n", 1);
             Py_XDECREF(cell.keep);
@@ -836,10 +896,6 @@ done:
  * cli/internals.line. A value this code cannot read (a rate past 64 bits, a name that is not
  * printable ASCII) makes the whole call give None: Python draws it then. */
 
-typedef struct {
-    Buf b;
-    int words;
-} Line;
 
 static int word(Line *l, const char *fmt, ...) {
     char text[160];
@@ -851,18 +907,18 @@ static int word(Line *l, const char *fmt, ...) {
         PyErr_SetString(PyExc_ValueError, "internals word too long");
         return -1;
     }
-    if (buf_put(&l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
+    if (buf_put(l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
     l->words++;
-    return buf_put(&l->b, text, (size_t)n);
+    return buf_put(l->b, text, (size_t)n);
 }
 
 /* A word made of up to four strings (NULL ends them early), without printf. */
 static int words4(Line *l, const char *a, const char *b, const char *c, const char *d) {
     const char *parts[4] = {a, b, c, d};
-    if (buf_put(&l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
+    if (buf_put(l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
     l->words++;
     for (int i = 0; i < 4 && parts[i]; i++)
-        if (buf_put(&l->b, parts[i], strlen(parts[i]))) return -1;
+        if (buf_put(l->b, parts[i], strlen(parts[i]))) return -1;
     return 0;
 }
 
@@ -887,8 +943,8 @@ static int word_count(Line *l, const char *name, unsigned long long value) {
         value /= 10;
     } while (value);
     size_t len = strlen(name);
-    if (buf_grow(&l->b, len + (size_t)n + 3)) return -1;
-    char *at = l->b.data + l->b.size;
+    if (buf_grow(l->b, len + (size_t)n + 3)) return -1;
+    char *at = l->b->data + l->b->size;
     if (l->words) {
         *at++ = ' ';
     } else {
@@ -898,7 +954,7 @@ static int word_count(Line *l, const char *name, unsigned long long value) {
     memcpy(at, name, len);
     at[len] = ':';
     memcpy(at + len + 1, digits + sizeof digits - n, (size_t)n);
-    l->b.size = (size_t)(at + len + 1 + n - l->b.data);
+    l->b->size = (size_t)(at + len + 1 + n - l->b->data);
     l->words++;
     return 0;
 }
@@ -1056,7 +1112,7 @@ static int tcp_words(Line *l, PyObject *info, PyObject *congestion, int listenin
         rate_text(r1, sizeof r1, (double)v[T_PACING_RATE], numeric);
         if (v[T_MAX_PACING_RATE] && v[T_MAX_PACING_RATE] != UINT64_MAX) {
             rate_text(r2, sizeof r2, (double)v[T_MAX_PACING_RATE], numeric);
-            if (words4(l, "pacing_rate ", r1, "bps/", r2) || buf_put(&l->b, "bps", 3)) return -1;
+            if (words4(l, "pacing_rate ", r1, "bps/", r2) || buf_put(l->b, "bps", 3)) return -1;
         } else if (words4(l, "pacing_rate ", r1, "bps", NULL)) {
             return -1;
         }
@@ -1167,32 +1223,33 @@ static PyObject *internals_lines(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!Oppp", &PyList_Type, &sockets, &listen, &numeric, &options, &cgroups)) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(sockets);
     PyObject *out = PyList_New(n), *empty = PyUnicode_FromString("");
-    Line l = {{NULL, 0, 0}, 0};
+    Buf b = {NULL, 0, 0};
+    Line l = {&b, 0};
     if (out == NULL || empty == NULL) goto error;
     for (Py_ssize_t r = 0; r < n; r++) {
         PyObject *sock = PyList_GET_ITEM(sockets, r);
         if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) goto fallback;
-        l.b.size = 0;
+        b.size = 0;
         l.words = 0;
         int got = internals_line(&l, PyTuple_GET_ITEM(sock, 14), PyTuple_GET_ITEM(sock, 2) == listen, numeric, options, cgroups);
         if (got < 0) goto error;
         if (got > 0) goto fallback;
-        PyObject *text = l.words ? PyUnicode_DecodeASCII(l.b.data, (Py_ssize_t)l.b.size, NULL) : Py_NewRef(empty);
+        PyObject *text = l.words ? PyUnicode_DecodeASCII(b.data, (Py_ssize_t)b.size, NULL) : Py_NewRef(empty);
         if (text == NULL) goto error;
         PyList_SET_ITEM(out, r, text);
     }
     Py_DECREF(empty);
-    PyMem_Free(l.b.data);
+    PyMem_Free(b.data);
     return out;
 fallback:
     Py_XDECREF(out);
     Py_XDECREF(empty);
-    PyMem_Free(l.b.data);
+    PyMem_Free(b.data);
     Py_RETURN_NONE;
 error:
     Py_XDECREF(out);
     Py_XDECREF(empty);
-    PyMem_Free(l.b.data);
+    PyMem_Free(b.data);
     return NULL;
 }
 

@@ -14,6 +14,10 @@ def inet_sockets(
     inside: tuple[int, type, type, type, type, tuple[str, ...]] | None = None,
 ) -> list[object] | None: ...
 def table_text(
-    titles: tuple[str, ...], columns: tuple[Sequence[object], ...], right: tuple[bool, ...], header: bool, after: list[str] | None = None
+    titles: tuple[str, ...],
+    columns: tuple[Sequence[object], ...],
+    right: tuple[bool, ...],
+    header: bool,
+    after: list[str] | tuple[list[object], object, bool, bool, bool] | None = None,
 ) -> str | None: ...
 def internals_lines(sockets: list[object], listen: object, numeric: bool, options: bool, cgroups: bool) -> list[str] | None: ...

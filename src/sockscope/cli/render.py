@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 
 from .. import native
-from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
+from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, State, UnixEndpoint, VsockEndpoint
 
 if TYPE_CHECKING:
     import json
@@ -229,14 +229,21 @@ def table(
     if processes:
         columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
-    after = None
-    if internals:  # each socket's internals on an indented line under its row, as ss draws them
-        from . import internals as inside
-
-        after = inside.lines(list(sockets), internals, numeric)
     fast = native.accel
-    text = fast.table_text(titles, cells, rights, header, after) if fast is not None else None
-    out.write(text if text is not None else table_text(titles, cells, rights, header, after))
+    if not internals:
+        text = fast.table_text(titles, cells, rights, header) if fast is not None else None
+        out.write(text if text is not None else table_text(titles, cells, rights, header))
+        return
+    # each socket's internals on an indented line under its row, as ss draws them
+    from . import internals as inside
+
+    listed = list(sockets)
+    if fast is not None:  # the lines written straight into the table
+        text = fast.table_text(titles, cells, rights, header, (listed, State.LISTEN, numeric, "timers" in internals, "cgroup" in internals))
+        if text is not None:
+            out.write(text)
+            return
+    out.write(table_text(titles, cells, rights, header, inside.lines(listed, internals, numeric)))
 
 
 def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
