@@ -72,6 +72,12 @@ def memory_words(memory: SocketMemory) -> str:
     return text + ")"
 
 
+def _printable(text: str) -> str:
+    from .render import escape
+
+    return escape(text)
+
+
 def _ms(us: int) -> str:
     return f"{us / 1000:g}"
 
@@ -82,7 +88,7 @@ def tcp_words(info: TcpInfo, congestion: str | None, state: State, numeric: bool
     if options:
         words += [word for bit, word in _OPTION_WORDS if info.options & bit]
     if congestion:
-        words.append(congestion)
+        words.append(_printable(congestion))
     if info.options & _WSCALE:
         words.append(f"wscale:{info.snd_wscale},{info.rcv_wscale}")
     if info.rto_us and info.rto_us != _NO_RTO:
@@ -180,11 +186,9 @@ def _tail_words(info: TcpInfo, state: State) -> list[str]:
 
 def cgroup_words(extra: Internals) -> str:
     """Give `cgroup:PATH` as `ss --cgroup` shows it (`unreachable:ID` in hex when no path is known)."""
-    from .render import escape
-
-    path = escape(extra.cgroup) if extra.cgroup is not None else f"unreachable:{extra.cgroup_id or 0:x}"
+    path = _printable(extra.cgroup) if extra.cgroup is not None else f"unreachable:{extra.cgroup_id or 0:x}"
     text = f"cgroup:{path}"
-    return text + f" container:{extra.container}" if extra.container else text
+    return text + f" container:{_printable(extra.container)}" if extra.container else text
 
 
 def lines(sockets: list[Socket], asked: frozenset[str], numeric: bool) -> list[str]:
@@ -214,7 +218,7 @@ def line(extra: Internals | None, state: State, asked: frozenset[str], numeric: 
     if extra.tcp is not None:
         words += tcp_words(extra.tcp, extra.congestion, state, numeric, "timers" in asked)
     elif extra.congestion:
-        words.append(extra.congestion)
+        words.append(_printable(extra.congestion))
     return "\t " + " ".join(words) if words else ""
 
 
@@ -307,5 +311,6 @@ def csv_cells(extra: Internals | None, asked: frozenset[str], escape: Callable[[
     if "timers" in asked:
         cells += _cells(extra.timer, 3)
     if "cgroup" in asked:
-        cells += _cells((extra.cgroup_id, escape(extra.cgroup) if extra.cgroup else None, extra.container) if extra.cgroup_id is not None else None, 3)
+        named = (extra.cgroup_id, escape(extra.cgroup) if extra.cgroup else None, escape(extra.container) if extra.container else None)
+        cells += _cells(named if extra.cgroup_id is not None else None, 3)
     return cells
