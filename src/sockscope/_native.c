@@ -146,9 +146,10 @@ static int scan_attrs(const unsigned char *m, Py_ssize_t size, Attrs *attrs) {
     return 0;
 }
 
-/* Numbers seen in this call, shared between records: tcp_info of 50,000 sockets repeats its mss,
- * pmtu, windows, counters... and a new int object for each would double the memory (and the page
- * faults) of a listing. Direct-mapped by value; ints are immutable, so sharing is invisible. */
+/* Numbers seen lately, shared between records: tcp_info of 50,000 sockets repeats its mss, pmtu,
+ * windows, counters... and a new int object for each would double the memory (and the page
+ * faults) of a listing. Direct-mapped by value; ints are immutable, so sharing is invisible. One
+ * table for the process (the GIL guards it): it keeps at most NUMBER_SLOTS small ints alive. */
 #define NUMBER_SLOTS 4096
 typedef struct {
     unsigned long long value[NUMBER_SLOTS];
@@ -174,6 +175,8 @@ typedef struct {
     PyObject *congestion; /* the last congestion name made (one or two per dump) */
     Numbers *seen;
 } Inside;
+
+static Numbers numbers_seen;
 
 static uint64_t u64(const unsigned char *p) {
     uint64_t v;
@@ -392,10 +395,7 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     Py_ssize_t total = check_runs(spans, &chunk, PyTuple_GET_SIZE(states), runs, inside);
     if (total < 0) goto fallback;
     if (inside && (in.unknown_timer = PyUnicode_FromString("unknown")) == NULL) goto done;
-    if (inside && (in.seen = PyMem_Calloc(1, sizeof(Numbers))) == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    in.seen = &numbers_seen;
     out = PyList_New(total);
     if (out == NULL) goto done;
     Py_ssize_t row = 0;
@@ -473,9 +473,7 @@ fallback:
 done:
     Py_XDECREF(in.unknown_timer);
     Py_XDECREF(in.congestion);
-    if (in.seen != NULL)
-        for (int i = 0; i < NUMBER_SLOTS; i++) Py_XDECREF(in.seen->number[i]);
-    PyMem_Free(in.seen);
+
     PyMem_Free(runs);
     clear_slots(slots);
     PyBuffer_Release(&chunk);
