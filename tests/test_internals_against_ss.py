@@ -118,7 +118,7 @@ def our_sockets(port: int) -> dict[tuple[str, str], dict[str, str]]:
             assert key is not None
             rows[key].update(words_of(line))
             continue
-        state, _rq, _sq, local, peer, uid, inode, cookie = line.split()
+        state, _rq, _sq, local, peer, cookie, uid, inode = line.split()
         key = (local, peer)
         rows[key] = {"state": state, "ino": inode, "sk": cookie, **({"uid": uid} if uid != "0" else {})}
     return rows

@@ -222,10 +222,10 @@ def table(
         ("Local Address:Port", texts.column(sockets, False), False),
         ("Peer Address:Port", texts.column(sockets, True), False),
     ]
-    if extended:
+    if extended:  # Inode stays the last of them: scripts read it there
+        columns.append(("Cookie", ["-" if cookie is None else f"{cookie:x}" for cookie in map(itemgetter(13), sockets)], True))
         columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
         columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
-        columns.append(("Cookie", ["-" if cookie is None else f"{cookie:x}" for cookie in map(itemgetter(13), sockets)], False))
     if processes:
         columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
