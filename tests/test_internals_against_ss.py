@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -287,3 +287,39 @@ def test_cgroup_of_a_socket_outside_the_walked_tree_is_unreachable_as_in_ss(tmp_
     """Pointed at a tree that does not hold the socket's cgroup, the path is unknown: ss's words."""
     result = sockscope("ls", "-tlnH", "--cgroup", "sport", "=", f":{quiet.port}", env={"SOCKSCOPE_CGROUP": str(tmp_path / "empty")})
     assert result.returncode == 0 and re.search(r"cgroup:unreachable:[0-9a-f]+", result.stdout), result.stdout
+
+
+def sender_words(port: int, read: Callable[[int], dict[tuple[str, str], dict[str, str]]]) -> dict[str, str]:
+    """Give the words of the one socket sending to `port` (not the accepted end)."""
+    found = [words for key, words in read(port).items() if not key[0].endswith(f":{port}")]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.skipif(not have("nc"), reason="needs nc (netcat-openbsd)")
+def test_a_sender_whose_peer_never_reads_shows_the_same_words_as_ss() -> None:
+    """nc pours /dev/zero into a socket nobody reads: a full window, retransmits, busy and
+    rwnd_limited times, unsent bytes. The numbers move from one moment to the next, so the words
+    (and the timer's kind) are compared, not their values, at a moment when ss shows the same
+    words just before and just after sockscope looks."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with open("/dev/zero", "rb") as zeros:
+            sender = subprocess.Popen(["nc", "127.0.0.1", str(port)], stdin=zeros, stdout=subprocess.DEVNULL)
+        try:
+            receiver, _ = listener.accept()
+            with receiver:
+                receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                for _attempt in range(20):  # bounded: a few seconds at most
+                    before = sender_words(port, ss_sockets)
+                    mine = sender_words(port, our_sockets)
+                    later = sender_words(port, ss_sockets)
+                    if set(before) == set(later) and "notsent" in before and "busy" in before:
+                        break
+                    time.sleep(0.1)
+        finally:
+            sender.kill()
+            sender.wait(10)
+    assert set(before) == set(later) and {"notsent", "busy", "rwnd_limited", "timer"} <= set(before)
+    assert set(before) <= set(mine) and set(mine) - set(before) <= ONLY_NEWER_SS
+    assert mine["timer"].split(",")[0] in (before["timer"].split(",")[0], later["timer"].split(",")[0])
