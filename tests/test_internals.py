@@ -194,3 +194,33 @@ def test_cgroup_root_can_be_pointed_elsewhere(monkeypatch, tmp_path) -> None:  #
     assert cgroups.find_root() == str(tmp_path)
     monkeypatch.delenv("SOCKSCOPE_CGROUP")
     assert cgroups.find_root(str(tmp_path)) == cgroups.DEFAULT_ROOT  # no mounts file there
+
+
+def test_unknown_internals_are_refused_by_name() -> None:
+    from sockscope.errors import UsageError
+    from sockscope.inventory import Query, take
+
+    with pytest.raises(UsageError, match="unknown internals bogus"):
+        take(Query(internals=frozenset({"info", "bogus"})))
+
+
+def test_library_gives_tcp_internals_and_cookies_of_live_sockets() -> None:
+    """What live views build on: take(Query(internals={"info"})) gives .internals.tcp and .cookie."""
+    from sockscope.inventory import Query, take
+    from sockscope.model import NetId
+
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            client.sendall(b"k" * 4321)
+            got = 0
+            while got < 4321:
+                got += len(server.recv(65536))
+            mine = (client.getsockname(), listener.getsockname())
+            query = Query(netids=frozenset({NetId.TCP}), internals=frozenset({"info"}), where=lambda s: (tuple(s.local), tuple(s.peer)) == mine)
+            found = take(query).sockets
+    assert len(found) == 1
+    sock = found[0]
+    assert sock.cookie and sock.internals is not None and sock.internals.tcp is not None
+    assert sock.internals.tcp.bytes_acked == 4322 and sock.internals.congestion  # the SYN counts one
+    assert sock.internals.memory is None and sock.internals.timer is None and sock.internals.cgroup_id is None  # not asked

@@ -18,7 +18,7 @@ from itertools import compress, repeat
 from operator import add, itemgetter
 from typing import Literal, NamedTuple, cast
 
-from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
+from ..errors import PermissionDenied, SockscopeError, SourceUnavailable, UsageError
 from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, Internals, NetId, Socket, State, UnixEndpoint
 from . import cgroups, diag, netlink, owners, procnet
 
@@ -104,7 +104,12 @@ def list_sockets(
 
 
 def take(query: Query) -> Inventory:
-    """Give the Inventory for a Query (the work behind list_sockets)."""
+    """Give the Inventory for a Query (the work behind list_sockets).
+
+    Raises UsageError for internals the inventory does not know (see INTERNALS).
+    """
+    if unknown := set(query.internals) - INTERNALS:
+        raise UsageError(f"unknown internals {', '.join(sorted(unknown))}: the groups are {', '.join(sorted(INTERNALS))}")
     # Tens of thousands of new tuples would set off the cyclic garbage collector again and
     # again (a third of the run time at 50,000 sockets); records hold no cycles, so pause it.
     collecting = gc.isenabled()
