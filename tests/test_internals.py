@@ -224,3 +224,74 @@ def test_library_gives_tcp_internals_and_cookies_of_live_sockets() -> None:
     assert sock.cookie and sock.internals is not None and sock.internals.tcp is not None
     assert sock.internals.tcp.bytes_acked == 4322 and sock.internals.congestion  # the SYN counts one
     assert sock.internals.memory is None and sock.internals.timer is None and sock.internals.cgroup_id is None  # not asked
+
+
+# ---------------------------------------------------------------- a recorded reply (tests/fixtures/record_internals.py)
+
+
+def recorded() -> tuple[list[bytes], dict[str, object]]:
+    import json
+
+    from conftest import FIXTURES, chunks
+
+    with open(os.path.join(FIXTURES, "internals.json")) as handle:
+        return chunks("tcp4-internals"), json.load(handle)
+
+
+def decode(replies: list[bytes], pure: bool = False) -> list[object]:
+    from sockscope import native
+
+    asked = frozenset({"info", "memory", "timers", "cgroup"})
+    found: list[object] = []
+    with pytest.MonkeyPatch.context() as patch:
+        if pure:
+            patch.setattr(native, "accel", None)
+        for chunk in replies:
+            spans, _done = diag.frame(chunk, "recorded")
+            found += diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText(), None, None, asked)
+    return found
+
+
+def with_tcp_info_cut(chunk: bytes, length: int) -> bytes:
+    """Give a reply as a kernel with a `length`-byte struct tcp_info would have sent it."""
+    out = b""
+    for offset, size, count in diag.frame(chunk, "recorded")[0]:
+        for index in range(count):
+            message = chunk[offset + index * size : offset + (index + 1) * size]
+            body, at = bytearray(message[:88]), 88
+            while at + 4 <= len(message):
+                attr_len, kind = struct.unpack_from("=HH", message, at)
+                value = message[at + 4 : at + attr_len]
+                if kind == diag.INET_DIAG_INFO:
+                    value = value[:length]
+                body += struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+                at += (attr_len + 3) & ~3
+            struct.pack_into("=I", body, 0, len(body))
+            out += bytes(body)
+    return out
+
+
+def test_recorded_reply_decodes_to_what_the_sockets_had() -> None:
+    replies, expected = recorded()
+    found = {sock.inode: sock for sock in decode(replies)}  # type: ignore[attr-defined]
+    assert set(found) == {expected["listener"], expected["server"], expected["client"]}
+    client = found[expected["client"]].internals
+    assert client.congestion == expected["congestion"]
+    assert (client.tcp.bytes_acked, client.tcp.bytes_received) == (expected["client_bytes_acked"], expected["client_bytes_received"])
+    assert client.timer.name == "keepalive" and client.timer.expires_ms > 7_000_000  # TCP_KEEPIDLE 7200 s
+    assert found[expected["listener"]].internals.tcp.state == 10 and found[expected["listener"]].internals.timer is None
+    assert all(sock.internals.memory.rcvbuf > 0 and sock.internals.cgroup_id for sock in found.values())
+    assert decode(replies) == decode(replies, pure=True)
+
+
+@pytest.mark.parametrize("length", sorted(KERNEL_LENGTHS))
+def test_recorded_reply_as_an_older_kernel_sends_it(length: int) -> None:
+    replies, expected = recorded()
+    cut = [with_tcp_info_cut(chunk, length) if diag.frame(chunk, "recorded")[0] else chunk for chunk in replies]
+    found = decode(cut)
+    assert found == decode(cut, pure=True)
+    for sock in found:
+        tail = sock.internals.tcp[33:]  # type: ignore[attr-defined]
+        assert sum(value is not None for value in tail) == KERNEL_LENGTHS[length]
+    client = next(sock for sock in found if sock.inode == expected["client"])  # type: ignore[attr-defined]
+    assert client.internals.tcp.rtt_us > 0 and client.internals.congestion == expected["congestion"]  # type: ignore[attr-defined]
