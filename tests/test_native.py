@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from typing import cast
@@ -272,3 +273,45 @@ def test_table_with_internals_lines_equals_the_python_table() -> None:
     after = ["\t one two", ""]
     expected = render.table_text(list(titles), list(columns), list(right), True, after)
     assert fast.table_text(titles, columns, right, True, after) == expected == " A B\n 1 x\n\t one two\n22 yy\n"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(inside_messages, min_size=1, max_size=6),
+    st.sampled_from(INTERNALS_ASKED),
+    st.sampled_from([None, "/", '/a"b', "/back\\slash", "/caf\udce9", "/x\ny"]),
+    st.sampled_from([None, "", "0123456789ab", "web\x1b"]),
+)
+def test_internals_json_equals_the_python_json(batch: list[bytes], asked: frozenset[str], path: str | None, container: str | None) -> None:
+    """Numbers past 63 and 64 bits, unset fields, names that need escapes: the same JSON text either way, and valid JSON."""
+    decoded = decode_both(b"".join(batch), asked)[1]
+    if isinstance(decoded, str):
+        return
+    sockets = [
+        s._replace(internals=s.internals._replace(cgroup=path, container=container)) if s.internals is not None else s for s in cast(list[Socket], decoded)
+    ]
+    texts = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            out = __import__("io").StringIO()
+            render.json_array(out, sockets, lambda _s: None, asked, True)
+            texts.append(out.getvalue())
+    assert texts[0] == texts[1]
+    rows = json.loads(texts[0])
+    assert all(set(asked_keys(asked)) <= set(row) for row in rows)
+
+
+def asked_keys(asked: frozenset[str]) -> list[str]:
+    keys = {"info": ["tcp", "congestion"], "memory": ["memory"], "timers": ["timer"], "cgroup": ["cgroup"]}
+    return [key for group in asked for key in keys[group]]
+
+
+def test_internals_json_is_written_in_c_for_plain_sockets() -> None:
+    raw = b"\1" * 240  # every rate times 8 still fits 64 bits
+    tail = attribute(diag.INET_DIAG_INFO, raw) + attribute(diag.INET_DIAG_CONG, b"cubic\0") + attribute(diag.INET_DIAG_SKMEMINFO, bytes(36))
+    message = inet_message(socket.AF_INET, 1, b"\x7f\0\0\1", b"\x7f\0\0\1", 1, 2, (0, 0, 0, 5), 0, tail)
+    spans, _ = diag.frame(message, "t")
+    sockets = diag.decode_inet(message, spans, socket.IPPROTO_TCP, diag.AddressText(), None, None, frozenset({"info", "memory"}))
+    made = fast.internals_json(sockets, 1 | 2, internals_text._TCP_KEYS, internals_text._MEMORY_KEYS)
+    assert made is not None and made[0].startswith(', "tcp": {"state": 1, "ca_state": 1,') and '"congestion": "cubic"' in made[0]

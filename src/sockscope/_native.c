@@ -1258,8 +1258,145 @@ error:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ internals_json */
+
+/* A JSON number (or null/true/false) of a record's field; 1: not one this code writes. */
+static int json_value(Buf *b, PyObject *item) {
+    if (item == Py_None) return buf_put(b, "null", 4);
+    if (item == Py_True) return buf_put(b, "true", 4);
+    if (item == Py_False) return buf_put(b, "false", 5);
+    if (!PyLong_CheckExact(item)) return 1;
+    char digits[24];
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow > 0) { /* past 2^63: the kernel's all-ones "no limit", or a large counter */
+        unsigned long long u = sizeof(unsigned long) == 8 ? PyLong_AsUnsignedLong(item) : PyLong_AsUnsignedLongLong(item);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1; /* past 2^64: a rate times 8; Python writes it */
+        }
+        udecimal(digits, u);
+        return buf_put(b, digits, strlen(digits));
+    }
+    if (overflow < 0 || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;
+    }
+    Py_ssize_t n = decimal(v, digits);
+    return buf_put(b, digits, (size_t)n);
+}
+
+/* A JSON string of printable ASCII without quotes or backslashes (or null); 1: any other text. */
+static int json_text_of(Buf *b, PyObject *text) {
+    if (text == Py_None) return buf_put(b, "null", 4);
+    const char *s = plain_text(text);
+    if (s == NULL || strchr(s, '"') || strchr(s, '\\')) return 1;
+    return buf_put(b, "\"", 1) || buf_put(b, s, strlen(s)) || buf_put(b, "\"", 1) ? -1 : 0;
+}
+
+/* {"key": value, ...} of a record, the keys given as their JSON text ('{"state": ', ', "ca_state": ', ...). */
+static int json_record(Buf *b, PyObject *record, PyObject *keys) {
+    Py_ssize_t n = PyTuple_GET_SIZE(keys);
+    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != n) return 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Cell key;
+        if (cell_of(PyTuple_GET_ITEM(keys, i), &key) != 0 || buf_put(b, key.s, (size_t)key.n)) return -1;
+        int got = json_value(b, PyTuple_GET_ITEM(record, i));
+        if (got) return got;
+    }
+    return buf_put(b, "}", 1);
+}
+
+/* The members one socket's asked groups add (as cli/internals.json_text writes them). */
+static int internals_json_of(Buf *b, PyObject *extra, int asked, PyObject *tcp_keys, PyObject *memory_keys) {
+    if (extra != Py_None && (!PyTuple_Check(extra) || PyTuple_GET_SIZE(extra) != 7)) return 1;
+#define FIELD(i) (extra == Py_None ? Py_None : PyTuple_GET_ITEM(extra, i))
+    int got;
+    if (asked & 1) { /* info */
+        if (buf_put(b, ", \"tcp\": ", 9)) return -1;
+        got = FIELD(0) == Py_None ? buf_put(b, "null", 4) : json_record(b, FIELD(0), tcp_keys);
+        if (got) return got;
+        if (buf_put(b, ", \"congestion\": ", 16)) return -1;
+        if ((got = json_text_of(b, FIELD(1)))) return got;
+    }
+    if (asked & 2) { /* memory */
+        if (buf_put(b, ", \"memory\": ", 12)) return -1;
+        got = FIELD(2) == Py_None ? buf_put(b, "null", 4) : json_record(b, FIELD(2), memory_keys);
+        if (got) return got;
+    }
+    if (asked & 4) { /* timers */
+        PyObject *timer = FIELD(3);
+        if (buf_put(b, ", \"timer\": ", 11)) return -1;
+        if (timer == Py_None) {
+            if (buf_put(b, "null", 4)) return -1;
+        } else {
+            if (!PyTuple_Check(timer) || PyTuple_GET_SIZE(timer) != 3) return 1;
+            if (buf_put(b, "{\"name\": ", 9)) return -1;
+            if ((got = json_text_of(b, PyTuple_GET_ITEM(timer, 0)))) return got;
+            if (buf_put(b, ", \"expires_ms\": ", 16)) return -1;
+            if ((got = json_value(b, PyTuple_GET_ITEM(timer, 1)))) return got;
+            if (buf_put(b, ", \"retransmits\": ", 17)) return -1;
+            if ((got = json_value(b, PyTuple_GET_ITEM(timer, 2)))) return got;
+            if (buf_put(b, "}", 1)) return -1;
+        }
+    }
+    if (asked & 8) { /* cgroup */
+        if (buf_put(b, ", \"cgroup\": ", 12)) return -1;
+        if (FIELD(4) == Py_None) {
+            if (buf_put(b, "null", 4)) return -1;
+        } else {
+            if (buf_put(b, "{\"id\": ", 7)) return -1;
+            if ((got = json_value(b, FIELD(4)))) return got;
+            if (buf_put(b, ", \"path\": ", 10)) return -1;
+            if ((got = json_text_of(b, FIELD(5)))) return got;
+            if (buf_put(b, ", \"container\": ", 15)) return -1;
+            if ((got = json_text_of(b, FIELD(6)))) return got;
+            if (buf_put(b, "}", 1)) return -1;
+        }
+    }
+#undef FIELD
+    return 0;
+}
+
+/* internals_json(sockets, asked, tcp_keys, memory_keys) -> list[str] | None: the JSON members each
+ * socket's internals add (asked: 1 info, 2 memory, 4 timers, 8 cgroup); the Python twin is
+ * cli/internals.json_text. Text this code does not write plainly (a name needing escapes, a
+ * number past 64 bits) makes the whole call give None. */
+static PyObject *internals_json(PyObject *self, PyObject *args) {
+    PyObject *sockets, *tcp_keys, *memory_keys;
+    int asked;
+    if (!PyArg_ParseTuple(args, "O!iO!O!", &PyList_Type, &sockets, &asked, &PyTuple_Type, &tcp_keys, &PyTuple_Type, &memory_keys)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(sockets);
+    PyObject *out = PyList_New(n);
+    Buf b = {NULL, 0, 0};
+    if (out == NULL) return NULL;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *sock = PyList_GET_ITEM(sockets, r);
+        if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) goto fallback;
+        b.size = 0;
+        int got = internals_json_of(&b, PyTuple_GET_ITEM(sock, 14), asked, tcp_keys, memory_keys);
+        if (got < 0) goto error;
+        if (got > 0) goto fallback;
+        PyObject *text = PyUnicode_DecodeASCII(b.data ? b.data : "", (Py_ssize_t)b.size, NULL);
+        if (text == NULL) goto error;
+        PyList_SET_ITEM(out, r, text);
+    }
+    PyMem_Free(b.data);
+    return out;
+fallback:
+    PyErr_Clear();
+    Py_DECREF(out);
+    PyMem_Free(b.data);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(out);
+    PyMem_Free(b.data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"inet_sockets", inet_sockets, METH_VARARGS, "Decode the runs of inet_diag messages of a chunk into Socket records (None: take the Python path)."},
+    {"internals_json", internals_json, METH_VARARGS, "Give the JSON members each socket's internals add (None: take the Python path)."},
     {"internals_lines", internals_lines, METH_VARARGS, "Give each socket's internals line in ss's words (None: take the Python path)."},
     {"table_text", table_text, METH_VARARGS, "Give an aligned table of str/int columns as one string (None: take the Python path)."},
     {NULL, NULL, 0, NULL},

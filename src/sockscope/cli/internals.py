@@ -259,6 +259,22 @@ def json_text(extra: Internals | None, asked: frozenset[str], words: Callable[[s
     return "".join(parts)
 
 
+_TCP_KEYS = tuple(("{" if index == 0 else ", ") + f'"{name}": ' for index, name in enumerate(TcpInfo._fields))
+_MEMORY_KEYS = tuple(("{" if index == 0 else ", ") + f'"{name}": ' for index, name in enumerate(SocketMemory._fields))
+_GROUP_BITS = {"info": 1, "memory": 2, "timers": 4, "cgroup": 8}
+
+
+def json_texts(sockets: list[Socket], asked: frozenset[str], words: Callable[[str | None], str]) -> list[str]:
+    """Give json_text of each socket, by the C accelerator when it is there."""
+    fast = native.accel
+    if fast is not None:
+        bits = sum(_GROUP_BITS[group] for group in asked)
+        found = fast.internals_json(sockets, bits, _TCP_KEYS, _MEMORY_KEYS)
+        if found is not None:
+            return cast(list[str], found)
+    return [json_text(extra, asked, words) for extra in map(itemgetter(14), sockets)]
+
+
 def json_value(extra: Internals | None, asked: frozenset[str], clean: Callable[[str], str] = str) -> dict[str, object]:
     """Give the members the asked groups add to a socket's JSON object, as a dict (json_text's twin).
 

@@ -403,12 +403,15 @@ class JsonText:
             parts.append(f"{head}{fd}{self.words[f'user:{user}']}")
         return f"[{', '.join(parts)}]"
 
-    def __call__(self, s: Socket) -> str:
+    def __call__(self, s: Socket, inside: str | None = None) -> str:
+        """Give the JSON text of a socket; `inside`: its internals members, when made already (json_texts)."""
         local, peer = s.local, s.peer
         more = _V6ONLY[s.v6only]
         if self.cookie:
             more += f', "cookie": {"null" if s.cookie is None else s.cookie}'
-        if self.internals:
+        if inside is not None:
+            more += inside
+        elif self.internals:
             from . import internals
 
             more += internals.json_text(s.internals, self.internals, self.word)
@@ -442,7 +445,7 @@ def json_array(
         out.write("[]\n")
         return
     out.write("[\n")
-    out.write(",\n".join(map(JsonText(service, internals, cookie), sockets)))
+    out.write(",\n".join(_json_texts(sockets, service, internals, cookie)))
     out.write("\n]\n")
 
 
@@ -451,8 +454,18 @@ def json_lines(
 ) -> None:
     """Write one JSON object per line."""
     if sockets:
-        out.write("\n".join(map(JsonText(service, internals, cookie), sockets)))
+        out.write("\n".join(_json_texts(sockets, service, internals, cookie)))
         out.write("\n")
+
+
+def _json_texts(sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str], cookie: bool) -> Iterable[str]:
+    text = JsonText(service, internals, cookie)
+    if not internals:
+        return map(text, sockets)
+    from . import internals as inside
+
+    listed = list(sockets)
+    return map(text, listed, inside.json_texts(listed, internals, text.word))
 
 
 CSV_FIELDS = (
