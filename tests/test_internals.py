@@ -295,3 +295,23 @@ def test_recorded_reply_as_an_older_kernel_sends_it(length: int) -> None:
         assert sum(value is not None for value in tail) == KERNEL_LENGTHS[length]
     client = next(sock for sock in found if sock.inode == expected["client"])  # type: ignore[attr-defined]
     assert client.internals.tcp.rtt_us > 0 and client.internals.congestion == expected["congestion"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("asked", "ext"),
+    [
+        (frozenset(), 0),
+        (frozenset({"info"}), diag.EXT_INFO | diag.EXT_CONG),
+        (frozenset({"memory"}), diag.EXT_SKMEMINFO),
+        (frozenset({"timers", "cgroup"}), 0),  # in every inet_diag message already: nothing more to ask
+        (frozenset({"info", "memory", "timers", "cgroup"}), diag.EXT_INFO | diag.EXT_CONG | diag.EXT_SKMEMINFO),
+    ],
+)
+def test_the_kernel_is_asked_only_for_the_attributes_named(asked: frozenset[str], ext: int) -> None:
+    from sockscope import inventory
+    from sockscope.model import NetId
+
+    request = inventory._inet_job(NetId.TCP, socket.AF_INET, 0xFFF, None, None, asked).request
+    assert request[16 + 2] == ext  # inet_diag_req_v2: family, protocol, idiag_ext
+    unix = diag.unix_request(0xFFF, "memory" in asked)
+    assert bool(struct.unpack_from("=I", unix, 16 + 12)[0] & diag.UDIAG_SHOW_MEMINFO) == ("memory" in asked)
