@@ -85,10 +85,10 @@ def test_dash_s_json_is_the_summary_json(listener: socket.socket) -> None:
         (["-z"], "-z/--contexts"),
         (["-b"], "-b/--bpf"),
         (["-tlnpE"], "-E/--events"),
-        (["-tni"], "-i/--info"),
-        (["-tm"], "-m/--memory"),
+        (["-tnT"], "-T/--threads"),
+        (["-t", "--tos"], "--tos"),
         (["ls", "--tipc"], "--tipc"),
-        (["ls", "--cgroup"], "--cgroup"),
+        (["ls", "--xdp"], "--xdp"),
         (["-D", "/tmp/never-written"], "-D/--diag"),
     ],
 )

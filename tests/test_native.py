@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -11,9 +13,10 @@ from hypothesis import strategies as st
 
 from conftest import chunks
 from sockscope import native
+from sockscope.cli import internals as internals_text
 from sockscope.cli import render
 from sockscope.inventory import diag
-from sockscope.model import KERNEL_STATES, Endpoint, Family, NetId, Owner, Socket, State
+from sockscope.model import KERNEL_STATES, Endpoint, Family, Internals, NetId, Owner, Socket, SocketMemory, State, TcpInfo, Timer
 
 fast = native.accel
 pytestmark = pytest.mark.skipif(fast is None, reason="the C accelerator was not built (no compiler at install time)")
@@ -220,3 +223,146 @@ def test_owner_scan_of_a_big_process_equals_the_python_scan() -> None:
             assert accelerated.holders == pure.holders
         finally:
             holder.kill()
+
+
+# ---------------------------------------------------------------- internals (ls -i -m -o --cgroup)
+
+INTERNALS_ASKED = [frozenset({"info"}), frozenset({"info", "memory", "timers", "cgroup"}), frozenset({"timers"}), frozenset({"cgroup", "memory"})]
+TCP_INFO_LENGTHS = [0, 50, 104, 108, 120, 136, 160, 168, 192, 200, 224, 232, 240, 248]
+congestion_names = st.one_of(st.sampled_from([b"cubic\0", b"bbr\0", b"reno", b"", b"\0x"]), st.binary(max_size=16))
+internal_attrs = st.lists(
+    st.one_of(
+        st.tuples(st.just(diag.INET_DIAG_INFO), st.sampled_from(TCP_INFO_LENGTHS).flatmap(lambda n: st.binary(min_size=n, max_size=n))),
+        st.tuples(st.just(diag.INET_DIAG_CONG), congestion_names),
+        st.tuples(st.just(diag.INET_DIAG_SKMEMINFO), st.sampled_from([24, 28, 32, 36, 40]).flatmap(lambda n: st.binary(min_size=n, max_size=n))),
+        st.tuples(st.just(diag.INET_DIAG_CGROUP_ID), st.binary(min_size=0, max_size=8)),
+        st.tuples(st.sampled_from([8, 11]), st.binary(max_size=2)),
+    ),
+    max_size=6,
+).map(lambda attrs: b"".join(attribute(k, v) for k, v in attrs))
+inside_messages = st.builds(
+    lambda timer, retrans, expires, message: message[:18] + bytes([timer, retrans]) + message[20:68] + struct.pack("=I", expires) + message[72:],
+    st.integers(0, 7),
+    st.integers(0, 255),
+    st.integers(0, 2**32 - 1),
+    st.builds(
+        inet_message,
+        st.just(socket.AF_INET),
+        st.sampled_from([1, 6, 10]),
+        st.binary(min_size=16, max_size=16),
+        st.binary(min_size=16, max_size=16),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+        st.tuples(*[st.integers(0, 2**32 - 1)] * 4),
+        st.just(0),
+        internal_attrs,
+    ),
+)
+
+
+def decode_both(chunk: bytes, asked: frozenset[str]) -> list[object]:
+    spans, _ = diag.frame(chunk, "test")
+    outcomes: list[object] = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            try:
+                outcomes.append(diag.decode_inet(chunk, spans, socket.IPPROTO_TCP, diag.AddressText(), None, None, asked))
+            except Exception as exc:
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+    return outcomes
+
+
+@settings(max_examples=300)
+@given(st.lists(inside_messages, min_size=1, max_size=6), st.sampled_from(INTERNALS_ASKED))
+def test_internals_decode_agrees_on_any_messages(batch: list[bytes], asked: frozenset[str]) -> None:
+    """tcp_info of any kernel's length, odd congestion names, short memory arrays: same records or same error."""
+    accelerated, pure = decode_both(b"".join(batch), asked)
+    assert accelerated == pure
+
+
+def test_internals_are_decoded_in_c_for_well_formed_replies() -> None:
+    raw = bytes(range(240))
+    tail = attribute(diag.INET_DIAG_INFO, raw) + attribute(diag.INET_DIAG_CONG, b"cubic\0") + attribute(diag.INET_DIAG_SKMEMINFO, bytes(36))
+    tail += attribute(diag.INET_DIAG_CGROUP_ID, struct.pack("=Q", 99))
+    message = inet_message(socket.AF_INET, 1, b"\x7f\0\0\1", b"\x7f\0\0\1", 1, 2, (0, 0, 0, 5), 0, tail)
+    want = 1 | 2
+    inside = (want, Internals, TcpInfo, SocketMemory, Timer, diag._TIMERS)
+    rows = fast.inet_sockets(message, [(0, len(message), 1)], NetId.TCP, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, None, None, inside)
+    assert rows is not None
+    extra = rows[0].internals  # type: ignore[attr-defined]
+    assert extra.tcp == diag.tcp_info(raw) and extra.congestion == "cubic" and extra.cgroup_id == 99 and extra.memory == SocketMemory(*[0] * 9)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(inside_messages, min_size=1, max_size=6),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, "/", "/system.slice/a b.service", "/caf\udce9", "/x\ny", "/" + "d" * 200]),
+    st.sampled_from([None, "", "0123456789ab", "web\x1b"]),
+)
+def test_internals_lines_equal_the_python_words(batch: list[bytes], numeric: bool, options: bool, path: str | None, container: str | None) -> None:
+    asked = frozenset({"info", "memory", "timers", "cgroup"} if options else {"info", "memory", "cgroup"})
+    decoded = decode_both(b"".join(batch), asked)[1]
+    if isinstance(decoded, str):
+        return  # damaged: decoding said so, there is nothing to draw
+    sockets = [
+        s._replace(internals=s.internals._replace(cgroup=path, container=container)) if s.internals is not None else s for s in cast(list[Socket], decoded)
+    ]
+    lines = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            lines.append(internals_text.lines(sockets, asked, numeric))
+    assert lines[0] == lines[1]
+    assert all("\n" not in line for line in lines[0])
+
+
+def test_table_with_internals_lines_equals_the_python_table() -> None:
+    titles, columns, right = ("A", "B"), ([1, 22], ["x", "yy"]), (True, False)
+    after = ["\t one two", ""]
+    expected = render.table_text(list(titles), list(columns), list(right), True, after)
+    assert fast.table_text(titles, columns, right, True, after) == expected == " A B\n 1 x\n\t one two\n22 yy\n"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(inside_messages, min_size=1, max_size=6),
+    st.sampled_from(INTERNALS_ASKED),
+    st.sampled_from([None, "/", '/a"b', "/back\\slash", "/caf\udce9", "/x\ny"]),
+    st.sampled_from([None, "", "0123456789ab", "web\x1b"]),
+)
+def test_internals_json_equals_the_python_json(batch: list[bytes], asked: frozenset[str], path: str | None, container: str | None) -> None:
+    """Numbers past 63 and 64 bits, unset fields, names that need escapes: the same JSON text either way, and valid JSON."""
+    decoded = decode_both(b"".join(batch), asked)[1]
+    if isinstance(decoded, str):
+        return
+    sockets = [
+        s._replace(internals=s.internals._replace(cgroup=path, container=container)) if s.internals is not None else s for s in cast(list[Socket], decoded)
+    ]
+    texts = []
+    for accel in (fast, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(native, "accel", accel)
+            out = __import__("io").StringIO()
+            render.json_array(out, sockets, lambda _s: None, asked, True)
+            texts.append(out.getvalue())
+    assert texts[0] == texts[1]
+    rows = json.loads(texts[0])
+    assert all(set(asked_keys(asked)) <= set(row) for row in rows)
+
+
+def asked_keys(asked: frozenset[str]) -> list[str]:
+    keys = {"info": ["tcp", "congestion"], "memory": ["memory"], "timers": ["timer"], "cgroup": ["cgroup"]}
+    return [key for group in asked for key in keys[group]]
+
+
+def test_internals_json_is_written_in_c_for_plain_sockets() -> None:
+    raw = b"\1" * 240  # every rate times 8 still fits 64 bits
+    tail = attribute(diag.INET_DIAG_INFO, raw) + attribute(diag.INET_DIAG_CONG, b"cubic\0") + attribute(diag.INET_DIAG_SKMEMINFO, bytes(36))
+    message = inet_message(socket.AF_INET, 1, b"\x7f\0\0\1", b"\x7f\0\0\1", 1, 2, (0, 0, 0, 5), 0, tail)
+    spans, _ = diag.frame(message, "t")
+    sockets = diag.decode_inet(message, spans, socket.IPPROTO_TCP, diag.AddressText(), None, None, frozenset({"info", "memory"}))
+    made = fast.internals_json(sockets, 1 | 2, internals_text._TCP_KEYS, internals_text._MEMORY_KEYS)
+    assert made is not None and made[0].startswith(', "tcp": {"state": 1, "ca_state": 1,') and '"congestion": "cubic"' in made[0]

@@ -1,10 +1,12 @@
-/* sockscope._native: the two hot loops of `sockscope ls`, in C.
+/* sockscope._native: the hot loops of `sockscope ls`, in C.
  *
- * inet_sockets: inet_diag_msg records -> Socket named tuples (decoding, a whole reply chunk a call);
- * table_text:   columns of cells (and inet endpoints) -> the aligned table as one string.
- * fd_sockets:   one process's /proc/PID/fd directory -> (inode, pid, fd) of its sockets (`ls -p`).
+ * inet_sockets:    inet_diag_msg records -> Socket named tuples (decoding, a whole reply chunk a call);
+ * table_text:      columns of cells (and inet endpoints) -> the aligned table as one string;
+ * internals_lines: the internals of each socket (ls -i -m -o --cgroup) -> its line in ss's words;
+ * internals_json:  the same -> the JSON members they add;
+ * fd_sockets:      one process's /proc/PID/fd directory -> (inode, pid, fd) of its sockets (`ls -p`).
  *
- * Each has a pure-Python twin (diag.decode_inet, render.table_text, owners.read_task) that gives the same
+ * Each has a pure-Python twin (diag.decode_inet, render.table_text, cli/internals, owners.read_task) that gives the same
  * result; the tests compare them. Anything unusual
  * (an unknown family or state, a cell that is not text or a number) makes these functions
  * return None so the caller takes the Python path, which also owns every error message.
@@ -16,6 +18,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +115,228 @@ static int v6only_of(const unsigned char *m, Py_ssize_t size) {
 
 static int wants_v6only(const unsigned char *m) { return m[0] == AF_INET6 && (m[1] == 7 || m[1] == 10); }
 
+/* ------------------------------------------------------------------ internals (ls -i -m -o --cgroup) */
+
+#define INET_DIAG_INFO 2
+#define INET_DIAG_CONG 4
+#define INET_DIAG_SKMEMINFO 7
+#define INET_DIAG_CGROUP_ID 21
+#define ATTR_TYPES 32
+#define TCP_INFO_HEAD 104
+#define TCP_INFO_FIELDS 57
+#define MEMORY_FIELDS 9
+#define WANT_TIMERS 1
+#define WANT_CGROUPS 2
+
+/* The attributes of one message (m: after the netlink header, size: the rest of it) by type,
+ * the last one of a type winning as in diag.attributes. -1 when they are malformed. */
+typedef struct {
+    const unsigned char *data[ATTR_TYPES];
+    Py_ssize_t len[ATTR_TYPES];
+} Attrs;
+
+static int scan_attrs(const unsigned char *m, Py_ssize_t size, Attrs *attrs) {
+    memset(attrs->data, 0, sizeof attrs->data);
+    Py_ssize_t at = INET_MSG;
+    while (at + 4 <= size) {
+        uint16_t len, type;
+        memcpy(&len, m + at, 2);
+        memcpy(&type, m + at + 2, 2);
+        if (len < 4 || at + len > size) return -1;
+        type &= 0x3FFF;
+        if (type < ATTR_TYPES) {
+            attrs->data[type] = m + at + 4;
+            attrs->len[type] = len - 4;
+        }
+        at += (len + 3) & ~3;
+    }
+    return 0;
+}
+
+/* Numbers seen lately, shared between records: tcp_info of 50,000 sockets repeats its mss, pmtu,
+ * windows, counters... and a new int object for each would double the memory (and the page
+ * faults) of a listing. Direct-mapped by value; ints are immutable, so sharing is invisible. One
+ * table for the process (the GIL guards it): it keeps at most NUMBER_SLOTS small ints alive. */
+#define NUMBER_SLOTS 4096
+typedef struct {
+    unsigned long long value[NUMBER_SLOTS];
+    PyObject *number[NUMBER_SLOTS];
+} Numbers;
+
+static PyObject *number_of(Numbers *seen, unsigned long long value) {
+    if (value < 256) return PyLong_FromUnsignedLongLong(value); /* Python keeps these already */
+    size_t slot = (size_t)((value * 0x9E3779B97F4A7C15ull) >> 52) % NUMBER_SLOTS;
+    if (seen->number[slot] != NULL && seen->value[slot] == value) return Py_NewRef(seen->number[slot]);
+    PyObject *made = PyLong_FromUnsignedLongLong(value);
+    if (made == NULL) return NULL;
+    Py_XSETREF(seen->number[slot], Py_NewRef(made));
+    seen->value[slot] = value;
+    return made;
+}
+
+/* What the caller gives to decode internals: the record types and the timer names. */
+typedef struct {
+    int want;
+    PyTypeObject *internals, *tcp_info, *memory, *timer;
+    PyObject *timer_names, *unknown_timer;
+    PyObject *congestion; /* the last congestion name made (one or two per dump) */
+    Numbers *seen;
+} Inside;
+
+static Numbers numbers_seen;
+
+static uint64_t u64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* struct tcp_info's fields after the 104 bytes every kernel sends, by size in kernel order, each
+ * present only when the kernel's length covers it (as diag._TCP_INFO_TAIL). */
+static const char TCP_TAIL[] = "888844444488884488444444";
+/* tail field indexes holding a rate: bytes/s in the kernel, bits/s for us (all ones: no limit, kept) */
+static int is_rate(int tail_index) { return tail_index == 0 || tail_index == 1 || tail_index == 10; }
+
+static PyObject *rate_of(Numbers *seen, uint64_t v) {
+    if (v == UINT64_MAX) return number_of(seen, v);
+    if (v <= UINT64_MAX / 8) return number_of(seen, v * 8);
+    PyObject *big = PyLong_FromUnsignedLongLong(v), *eight = PyLong_FromLong(8), *out = NULL;
+    if (big != NULL && eight != NULL) out = PyNumber_Multiply(big, eight);
+    Py_XDECREF(big);
+    Py_XDECREF(eight);
+    return out;
+}
+
+static PyObject *tcp_info_of(const Inside *in, const unsigned char *p, Py_ssize_t len) {
+    PyObject *info = new_record(in->tcp_info, TCP_INFO_FIELDS);
+    if (info == NULL) return NULL;
+    Py_ssize_t k = 0;
+    for (int i = 0; i < 6; i++) PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(p[i]));
+    PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(p[6] & 0xF));
+    PyTuple_SET_ITEM(info, k++, PyLong_FromUnsignedLong(p[6] >> 4));
+    PyTuple_SET_ITEM(info, k++, Py_NewRef(p[7] & 1 ? Py_True : Py_False));
+    for (int i = 0; i < 24; i++) PyTuple_SET_ITEM(info, k++, number_of(in->seen, u32(p + 8 + 4 * i)));
+    Py_ssize_t at = TCP_INFO_HEAD;
+    for (int tail = 0; TCP_TAIL[tail]; tail++) {
+        int size = TCP_TAIL[tail] - '0';
+        PyObject *value;
+        if (at + size > len) {
+            value = Py_NewRef(Py_None);
+        } else if (size == 8) {
+            value = is_rate(tail) ? rate_of(in->seen, u64(p + at)) : number_of(in->seen, u64(p + at));
+        } else {
+            value = number_of(in->seen, u32(p + at));
+        }
+        at += size;
+        PyTuple_SET_ITEM(info, k++, value);
+    }
+    for (Py_ssize_t i = 0; i < TCP_INFO_FIELDS; i++)
+        if (PyTuple_GET_ITEM(info, i) == NULL) {
+            Py_DECREF(info);
+            return NULL;
+        }
+    return info;
+}
+
+static PyObject *memory_of(const Inside *in, const unsigned char *p, Py_ssize_t len) {
+    PyObject *memory = new_record(in->memory, MEMORY_FIELDS);
+    if (memory == NULL) return NULL;
+    Py_ssize_t count = len / 4;
+    for (Py_ssize_t i = 0; i < MEMORY_FIELDS; i++) {
+        PyObject *value = i < count ? number_of(in->seen, u32(p + 4 * i)) : Py_NewRef(Py_None);
+        if (value == NULL) {
+            Py_DECREF(memory);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(memory, i, value);
+    }
+    return memory;
+}
+
+/* The congestion name: the text before the first NUL; NULL without an error when it is not ASCII
+ * (the Python twin then decodes it, replacing what is not). */
+static PyObject *congestion_of(Inside *in, const unsigned char *p, Py_ssize_t len) {
+    const unsigned char *end = memchr(p, 0, (size_t)len);
+    Py_ssize_t n = end ? end - p : len;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] & 0x80) return NULL;
+    PyObject *last = in->congestion;
+    if (last != NULL && PyUnicode_GET_LENGTH(last) == n && memcmp(PyUnicode_DATA(last), p, (size_t)n) == 0) return Py_NewRef(last);
+    PyObject *name = PyUnicode_FromStringAndSize((const char *)p, n);
+    if (name == NULL) return NULL;
+    Py_XSETREF(in->congestion, Py_NewRef(name));
+    return name;
+}
+
+static PyObject *timer_of(const Inside *in, const unsigned char *m) {
+    unsigned kind = m[2];
+    if (kind == 0) return Py_NewRef(Py_None);
+    PyObject *name = kind < (unsigned)PyTuple_GET_SIZE(in->timer_names) ? PyTuple_GET_ITEM(in->timer_names, kind) : in->unknown_timer;
+    uint32_t expires = u32(m + 52);
+    PyObject *timer = new_record(in->timer, 3);
+    PyObject *left = PyLong_FromLongLong(expires < 0x80000000u ? (long long)expires : (long long)expires - 0x100000000LL);
+    PyObject *retrans = PyLong_FromUnsignedLong(m[3]);
+    if (timer == NULL || left == NULL || retrans == NULL) {
+        Py_XDECREF(timer);
+        Py_XDECREF(left);
+        Py_XDECREF(retrans);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(timer, 0, Py_NewRef(name));
+    PyTuple_SET_ITEM(timer, 1, left);
+    PyTuple_SET_ITEM(timer, 2, retrans);
+    return timer;
+}
+
+/* Whether the Python twin would read this message's internals differently (or raise): then the
+ * whole chunk goes back to Python. */
+static int internals_unusual(const unsigned char *m, Py_ssize_t size) {
+    Attrs attrs;
+    if (scan_attrs(m, size, &attrs) < 0) return 1;
+    if (attrs.data[INET_DIAG_SKMEMINFO] && attrs.len[INET_DIAG_SKMEMINFO] < 28) return 1;
+    const unsigned char *cong = attrs.data[INET_DIAG_CONG];
+    if (cong) {
+        Py_ssize_t len = attrs.len[INET_DIAG_CONG];
+        const unsigned char *end = memchr(cong, 0, (size_t)len);
+        for (Py_ssize_t i = 0; i < (end ? end - cong : len); i++)
+            if (cong[i] & 0x80) return 1;
+    }
+    return 0;
+}
+
+/* The Internals record of one message, as diag.internals gives it (cgroup path left None). */
+static PyObject *internals_of(Inside *in, const unsigned char *m, Py_ssize_t size) {
+    Attrs attrs;
+    if (scan_attrs(m, size, &attrs) < 0) {
+        PyErr_SetString(PyExc_ValueError, "inet_diag attributes changed while decoding");
+        return NULL;
+    }
+    PyObject *fields[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    const unsigned char *info = attrs.data[INET_DIAG_INFO];
+    fields[0] = info && attrs.len[INET_DIAG_INFO] >= TCP_INFO_HEAD ? tcp_info_of(in, info, attrs.len[INET_DIAG_INFO]) : Py_NewRef(Py_None);
+    const unsigned char *cong = attrs.data[INET_DIAG_CONG];
+    fields[1] = cong ? congestion_of(in, cong, attrs.len[INET_DIAG_CONG]) : Py_NewRef(Py_None);
+    const unsigned char *memory = attrs.data[INET_DIAG_SKMEMINFO];
+    fields[2] = memory ? memory_of(in, memory, attrs.len[INET_DIAG_SKMEMINFO]) : Py_NewRef(Py_None);
+    fields[3] = in->want & WANT_TIMERS ? timer_of(in, m) : Py_NewRef(Py_None);
+    const unsigned char *cgroup = attrs.data[INET_DIAG_CGROUP_ID];
+    int has_cgroup = in->want & WANT_CGROUPS && cgroup && attrs.len[INET_DIAG_CGROUP_ID] >= 8;
+    fields[4] = has_cgroup ? PyLong_FromUnsignedLongLong(u64(cgroup)) : Py_NewRef(Py_None);
+    PyObject *record = new_record(in->internals, 7);
+    int failed = record == NULL;
+    for (int i = 0; i < 5; i++) failed |= fields[i] == NULL;
+    if (failed) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "inet_diag congestion name is not ASCII");
+        for (int i = 0; i < 5; i++) Py_XDECREF(fields[i]);
+        Py_XDECREF(record);
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++) PyTuple_SET_ITEM(record, i, fields[i]);
+    PyTuple_SET_ITEM(record, 5, Py_NewRef(Py_None)); /* cgroup path: named by the inventory */
+    PyTuple_SET_ITEM(record, 6, Py_NewRef(Py_None)); /* container */
+    return record;
+}
+
 typedef struct {
     Py_ssize_t offset, length, count;
     int family;
@@ -118,7 +345,7 @@ typedef struct {
 /* The runs of a spans list [(offset, length, count), ...], checked against the chunk: every
  * message of a run has the run's family (inet or inet6), a known state and sound attributes
  * where v6only is read. Gives the number of messages, -1 to take the Python path. */
-static Py_ssize_t check_runs(PyObject *spans, const Py_buffer *chunk, Py_ssize_t nstates, Run *runs) {
+static Py_ssize_t check_runs(PyObject *spans, const Py_buffer *chunk, Py_ssize_t nstates, Run *runs, int inside) {
     Py_ssize_t total = 0, n = PyList_GET_SIZE(spans);
     for (Py_ssize_t k = 0; k < n; k++) {
         Run *run = &runs[k];
@@ -137,23 +364,32 @@ static Py_ssize_t check_runs(PyObject *spans, const Py_buffer *chunk, Py_ssize_t
             const unsigned char *m = base + i * run->length + NLMSG_HDR;
             if (m[0] != run->family || m[1] >= nstates) return -1;
             if (wants_v6only(m) && v6only_of(m, run->length - NLMSG_HDR) < 0) return -1;
+            if (inside && internals_unusual(m, run->length - NLMSG_HDR)) return -1;
         }
         total += run->count;
     }
     return total;
 }
 
-/* inet_sockets(chunk, spans, netid, inet, inet6, states, Endpoint, Socket, netns, devices)
+/* inet_sockets(chunk, spans, netid, inet, inet6, states, Endpoint, Socket, netns, devices[, inside])
  * -> list[Socket] | None: every message of the spans, decoded in one call (replies where
  * sockets of several states alternate come as many short runs). devices(ifindex) names the
- * interface a socket is bound to (ifindex != 0). */
+ * interface a socket is bound to (ifindex != 0). With `inside` = (want, Internals, TcpInfo,
+ * SocketMemory, Timer, timer names), each Socket carries its Internals (want: 1 timers, 2 cgroup ids). */
 static PyObject *inet_sockets(PyObject *self, PyObject *args) {
     Py_buffer chunk;
-    PyObject *spans, *netid, *fam_inet, *fam_inet6, *states, *netns, *devices;
+    PyObject *spans, *netid, *fam_inet, *fam_inet6, *states, *netns, *devices, *inside_spec = Py_None;
     PyTypeObject *endpoint_type, *socket_type;
-    if (!PyArg_ParseTuple(args, "y*O!OOOO!O!O!OO", &chunk, &PyList_Type, &spans, &netid, &fam_inet, &fam_inet6, &PyTuple_Type, &states,
-                          &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices))
+    if (!PyArg_ParseTuple(args, "y*O!OOOO!O!O!OO|O", &chunk, &PyList_Type, &spans, &netid, &fam_inet, &fam_inet6, &PyTuple_Type, &states,
+                          &PyType_Type, &endpoint_type, &PyType_Type, &socket_type, &netns, &devices, &inside_spec))
         return NULL;
+    Inside in = {0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    int inside = inside_spec != Py_None;
+    if (inside && !PyArg_ParseTuple(inside_spec, "iO!O!O!O!O!", &in.want, &PyType_Type, &in.internals, &PyType_Type, &in.tcp_info, &PyType_Type,
+                                    &in.memory, &PyType_Type, &in.timer, &PyTuple_Type, &in.timer_names)) {
+        PyBuffer_Release(&chunk);
+        return NULL;
+    }
     PyObject *out = NULL;
     AddrSlot slots[ADDR_SLOTS];
     memset(slots, 0, sizeof slots);
@@ -163,8 +399,10 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t total = check_runs(spans, &chunk, PyTuple_GET_SIZE(states), runs);
+    Py_ssize_t total = check_runs(spans, &chunk, PyTuple_GET_SIZE(states), runs, inside);
     if (total < 0) goto fallback;
+    if (inside && (in.unknown_timer = PyUnicode_FromString("unknown")) == NULL) goto done;
+    in.seen = &numbers_seen;
     out = PyList_New(total);
     if (out == NULL) goto done;
     Py_ssize_t row = 0;
@@ -199,7 +437,9 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
             PyObject *sock = new_record(socket_type, SOCKET_FIELDS);
             uint32_t ifindex = u32(m + 40);
             PyObject *device = ifindex ? PyObject_CallFunction(devices, "k", (unsigned long)ifindex) : Py_NewRef(Py_None);
-            if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || cookie == NULL || sock == NULL || device == NULL) {
+            PyObject *extra = inside ? internals_of(&in, m, run->length - NLMSG_HDR) : Py_NewRef(Py_None);
+            if (rq == NULL || wq == NULL || uid == NULL || inode == NULL || cookie == NULL || sock == NULL || device == NULL || extra == NULL) {
+                Py_XDECREF(extra);
                 Py_XDECREF(device);
                 Py_XDECREF(cookie);
                 Py_XDECREF(rq);
@@ -227,7 +467,7 @@ static PyObject *inet_sockets(PyObject *self, PyObject *args) {
             PyTuple_SET_ITEM(sock, 11, device);
             PyTuple_SET_ITEM(sock, 12, Py_NewRef(v6only == 2 ? Py_None : v6only ? Py_True : Py_False));
             PyTuple_SET_ITEM(sock, 13, cookie);
-            PyTuple_SET_ITEM(sock, 14, Py_NewRef(Py_None));
+            PyTuple_SET_ITEM(sock, 14, extra);
             PyList_SET_ITEM(out, row++, sock);
         }
     }
@@ -238,6 +478,9 @@ error:
 fallback:
     out = Py_NewRef(Py_None);
 done:
+    Py_XDECREF(in.unknown_timer);
+    Py_XDECREF(in.congestion);
+
     PyMem_Free(runs);
     clear_slots(slots);
     PyBuffer_Release(&chunk);
@@ -279,6 +522,14 @@ static int buf_spaces(Buf *b, Py_ssize_t n) {
     b->size += (size_t)n;
     return 0;
 }
+
+/* A socket's internals line being written (see internals_lines): the words so far. */
+typedef struct {
+    Buf *b;
+    int words;
+} Line;
+
+static int internals_line(Line *l, PyObject *extra, int listening, int numeric, int options, int cgroups);
 
 /* A cell's UTF-8 bytes (lone surrogates pass through) and its width in code points. */
 typedef struct {
@@ -468,17 +719,27 @@ static int put_cell(Buf *b, Column *col, Py_ssize_t r, Py_ssize_t width) {
     return failed ? -1 : 0;
 }
 
-/* table_text(titles, columns, right, header) -> str | None
+/* table_text(titles, columns, right, header[, after]) -> str | None
  * A column is a list of str (or str subclass) or int cells, an inet endpoint column spec
  * (see inet_column), or a 1-tuple holding a list of owner tuples (see owners_cell). Each column is as wide as its widest cell or title, right-aligned where
  * `right` says; the last column is not padded when left-aligned; one space between columns;
- * every line ends with "\n"; the header line has no trailing blanks. */
+ * every line ends with "\n"; the header line has no trailing blanks. `after` (a list of str, one a
+ * row) gives a line to write under each row ("" for none); given as (sockets, State.LISTEN,
+ * numeric, options, cgroups), each socket's internals line (see internals_lines). */
 static PyObject *table_text(PyObject *self, PyObject *args) {
-    PyObject *titles, *columns, *right;
+    PyObject *titles, *columns, *right, *after = Py_None;
     int header;
-    if (!PyArg_ParseTuple(args, "O!O!O!p", &PyTuple_Type, &titles, &PyTuple_Type, &columns, &PyTuple_Type, &right, &header)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!O!O!p|O", &PyTuple_Type, &titles, &PyTuple_Type, &columns, &PyTuple_Type, &right, &header, &after)) return NULL;
     Py_ssize_t ncol = PyTuple_GET_SIZE(columns);
     if (ncol == 0 || PyTuple_GET_SIZE(titles) != ncol || PyTuple_GET_SIZE(right) != ncol) Py_RETURN_NONE;
+    /* `after` as (sockets, State.LISTEN, numeric, options, cgroups): each socket's internals line */
+    PyObject *under = NULL, *listen = NULL;
+    int numeric = 0, options = 0, cgroups = 0;
+    if (PyTuple_Check(after)) {
+        if (!PyArg_ParseTuple(after, "O!Oppp", &PyList_Type, &under, &listen, &numeric, &options, &cgroups)) return NULL;
+    } else if (after != Py_None && !PyList_Check(after)) {
+        Py_RETURN_NONE;
+    }
     Py_ssize_t nrow = -1;
     for (Py_ssize_t c = 0; c < ncol; c++) {
         PyObject *col = PyTuple_GET_ITEM(columns, c);
@@ -493,6 +754,17 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
             if (nrow >= 0 && n != nrow) Py_RETURN_NONE;
             nrow = n;
         }
+    }
+    if (under != NULL) {
+        if (PyList_GET_SIZE(under) != nrow) Py_RETURN_NONE;
+        for (Py_ssize_t r = 0; r < nrow; r++) {
+            PyObject *sock = PyList_GET_ITEM(under, r);
+            if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) Py_RETURN_NONE;
+        }
+    } else if (after != Py_None) {
+        if (PyList_GET_SIZE(after) != nrow) Py_RETURN_NONE;
+        for (Py_ssize_t r = 0; r < nrow; r++)
+            if (!PyUnicode_Check(PyList_GET_ITEM(after, r))) Py_RETURN_NONE;
     }
     Column *cols = PyMem_Calloc((size_t)ncol, sizeof(Column));
     PyObject **ports = PyMem_Calloc(2 * 65536, sizeof(PyObject *));
@@ -572,6 +844,11 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
             if (width > col->width) col->width = width;
         }
     }
+    /* the text's size is known but for the last column and the internals lines: reserve it at
+     * once rather than doubling (and copying) tens of megabytes along the way */
+    Py_ssize_t row_size = ncol + (under != NULL ? 400 : 0);
+    for (Py_ssize_t c = 0; c < ncol; c++) row_size += cols[c].width;
+    if (buf_grow(&b, (size_t)(row_size * (nrow + 1)))) goto done;
     if (!cols[ncol - 1].right) cols[ncol - 1].width = 0;
     if (header) {
         for (Py_ssize_t c = 0; c < ncol; c++) {
@@ -591,6 +868,22 @@ static PyObject *table_text(PyObject *self, PyObject *args) {
             if (put_cell(&b, &cols[c], r, cols[c].width)) goto done;
         }
         if (buf_put(&b, "\n", 1)) goto done;
+        if (under != NULL) {
+            PyObject *sock = PyList_GET_ITEM(under, r);
+            Line line = {&b, 0};
+            int got = internals_line(&line, PyTuple_GET_ITEM(sock, 14), PyTuple_GET_ITEM(sock, 2) == listen, numeric, options, cgroups);
+            if (got < 0) goto done;
+            if (got > 0) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            if (line.words && buf_put(&b, "\n", 1)) goto done;
+        } else if (after != Py_None && PyUnicode_GET_LENGTH(PyList_GET_ITEM(after, r))) {
+            if (cell_of(PyList_GET_ITEM(after, r), &cell) < 0) goto done;
+            int failed = buf_put(&b, cell.s, (size_t)cell.n) || buf_put(&b, "\n", 1);
+            Py_XDECREF(cell.keep);
+            if (failed) goto done;
+        }
     }
     out = PyUnicode_DecodeUTF8(b.data ? b.data : "", (Py_ssize_t)b.size, "surrogatepass");
 done:
@@ -683,8 +976,511 @@ static PyObject *fd_sockets(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ------------------------------------------------------------------ internals_lines */
+
+/* The words of `ss -tinmo` (misc/ss.c tcp_stats_print), one line a socket; the Python twin is
+ * cli/internals.line. A value this code cannot read (a rate past 64 bits, a name that is not
+ * printable ASCII) makes the whole call give None: Python draws it then. */
+
+
+static int word(Line *l, const char *fmt, ...) {
+    char text[160];
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    if (n < 0 || n >= (int)sizeof text) {
+        PyErr_SetString(PyExc_ValueError, "internals word too long");
+        return -1;
+    }
+    if (buf_put(l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
+    l->words++;
+    return buf_put(l->b, text, (size_t)n);
+}
+
+/* A word made of up to four strings (NULL ends them early), without printf. */
+static int words4(Line *l, const char *a, const char *b, const char *c, const char *d) {
+    const char *parts[4] = {a, b, c, d};
+    if (buf_put(l->b, l->words ? " " : "\t ", l->words ? 1 : 2)) return -1;
+    l->words++;
+    for (int i = 0; i < 4 && parts[i]; i++)
+        if (buf_put(l->b, parts[i], strlen(parts[i]))) return -1;
+    return 0;
+}
+
+/* v in decimal into out (at least 21 bytes, NUL-terminated) */
+static void udecimal(char *out, unsigned long long v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+}
+
+/* `name:value`, the common word, without printf (it is most of the words of a line) */
+static int word_count(Line *l, const char *name, unsigned long long value) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    size_t len = strlen(name);
+    if (buf_grow(l->b, len + (size_t)n + 3)) return -1;
+    char *at = l->b->data + l->b->size;
+    if (l->words) {
+        *at++ = ' ';
+    } else {
+        *at++ = '\t';
+        *at++ = ' ';
+    }
+    memcpy(at, name, len);
+    at[len] = ':';
+    memcpy(at + len + 1, digits + sizeof digits - n, (size_t)n);
+    l->b->size = (size_t)(at + len + 1 + n - l->b->data);
+    l->words++;
+    return 0;
+}
+
+/* A field of a record as an unsigned number (None: 0); 1 when it is none of those. */
+static int number(PyObject *record, Py_ssize_t index, unsigned long long *value) {
+    PyObject *item = PyTuple_GET_ITEM(record, index);
+    if (item == Py_None) {
+        *value = 0;
+        return 0;
+    }
+    if (!PyLong_Check(item)) return 1;
+    /* on LP64 unsigned long is the 64 bits we need, and CPython reads it digit by digit, where
+     * the long long version goes through a byte array (a third of the time of a line) */
+    *value = sizeof(unsigned long) == 8 ? PyLong_AsUnsignedLong(item) : PyLong_AsUnsignedLongLong(item);
+    if (*value == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* printable ASCII text of a str (NULL: not such a str) */
+static const char *plain_text(PyObject *text) {
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) return NULL;
+    const char *s = (const char *)PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(text); i++)
+        if (s[i] < 0x20 || s[i] > 0x7e) return NULL;
+    return s;
+}
+
+/* us / 1000 as %g prints it. Below 1e6 us the quotient has at most 6 significant digits, so
+ * %g gives its exact decimal without trailing zeros: written here without printf (which is
+ * most of the time of a line otherwise). */
+static void ms_text(char *out, size_t size, unsigned long long us) {
+    if (us >= 1000000) {
+        snprintf(out, size, "%g", (double)us / 1000);
+        return;
+    }
+    unsigned part = (unsigned)(us % 1000);
+    udecimal(out, us / 1000);
+    if (part) {
+        char *at = out + strlen(out);
+        at[0] = '.';
+        at[1] = (char)('0' + part / 100);
+        at[2] = (char)('0' + part / 10 % 10);
+        at[3] = (char)('0' + part % 10);
+        int keep = 4;
+        while (at[keep - 1] == '0') keep--;
+        at[keep] = 0;
+    }
+}
+
+static void rate_text(char *out, size_t size, double bps, int numeric) {
+    if (numeric && bps < 9e15) /* %.0f rounds half to even, as nearbyint does in the default mode */
+        udecimal(out, (unsigned long long)nearbyint(bps));
+    else if (numeric)
+        snprintf(out, size, "%.0f", bps);
+    else if (bps >= 1e12)
+        snprintf(out, size, "%.3gT", bps / 1e12);
+    else if (bps >= 1e9)
+        snprintf(out, size, "%.3gG", bps / 1e9);
+    else if (bps >= 1e6)
+        snprintf(out, size, "%.3gM", bps / 1e6);
+    else if (bps >= 1e3)
+        snprintf(out, size, "%.3gk", bps / 1e3);
+    else
+        snprintf(out, size, "%g", bps);
+}
+
+static void timer_text(char *buf, unsigned timeout) {
+    unsigned secs = timeout / 1000, minutes = secs / 60, msecs = timeout % 1000;
+    secs %= 60;
+    buf[0] = 0;
+    if (minutes) {
+        msecs = 0;
+        sprintf(buf, "%umin", minutes);
+        if (minutes > 9) secs = 0;
+    }
+    if (secs) {
+        if (secs > 9) msecs = 0;
+        sprintf(buf + strlen(buf), "%u%s", secs, msecs ? "." : "sec");
+    }
+    if (msecs) sprintf(buf + strlen(buf), "%03u%s", msecs, secs ? "sec" : "ms");
+}
+
+/* TcpInfo field indexes (model.TcpInfo) */
+enum {
+    T_STATE, T_CA_STATE, T_RETRANSMITS, T_PROBES, T_BACKOFF, T_OPTIONS, T_SND_WSCALE, T_RCV_WSCALE, T_APP_LIMITED, T_RTO, T_ATO,
+    T_SND_MSS, T_RCV_MSS, T_UNACKED, T_SACKED, T_LOST, T_RETRANS, T_FACKETS, T_LAST_SEND, T_LAST_ACK_SENT, T_LAST_RECEIVE,
+    T_LAST_ACK, T_PMTU, T_RCV_SSTHRESH, T_RTT, T_RTTVAR, T_SSTHRESH, T_CWND, T_ADVMSS, T_REORDERING, T_RCV_RTT, T_RCV_SPACE,
+    T_TOTAL_RETRANS, T_PACING_RATE, T_MAX_PACING_RATE, T_BYTES_ACKED, T_BYTES_RECEIVED, T_SEGS_OUT, T_SEGS_IN, T_NOTSENT,
+    T_MIN_RTT, T_DATA_SEGS_IN, T_DATA_SEGS_OUT, T_DELIVERY_RATE, T_BUSY, T_RWND_LIMITED, T_SNDBUF_LIMITED, T_DELIVERED,
+    T_DELIVERED_CE, T_BYTES_SENT, T_BYTES_RETRANS, T_DSACK_DUPS, T_REORD_SEEN, T_RCV_OOOPACK, T_SND_WND, T_RCV_WND, T_REHASH,
+};
+
+static int tcp_words(Line *l, PyObject *info, PyObject *congestion, int listening, int numeric, int options) {
+    unsigned long long v[TCP_INFO_FIELDS];
+    char ms1[40], ms2[40];
+    if (PyTuple_GET_SIZE(info) != TCP_INFO_FIELDS) return 1;
+    for (int i = 0; i < TCP_INFO_FIELDS; i++)
+        if (number(info, i, &v[i])) return 1;
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } flags[] = {{1, "ts"}, {64, "usec_ts"}, {2, "sack"}, {8, "ecn"}, {16, "ecnseen"}, {32, "fastopen"}};
+    if (options)
+        for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+            if (v[T_OPTIONS] & flags[i].bit && words4(l, flags[i].name, NULL, NULL, NULL)) return -1;
+    if (congestion != Py_None) {
+        const char *name = plain_text(congestion);
+        if (name == NULL) return 1;
+        if (*name && words4(l, name, NULL, NULL, NULL)) return -1;
+    }
+    if (v[T_OPTIONS] & 4) {
+        udecimal(ms1, v[T_SND_WSCALE]);
+        udecimal(ms2, v[T_RCV_WSCALE]);
+        if (words4(l, "wscale:", ms1, ",", ms2)) return -1;
+    }
+    if (v[T_RTO] && v[T_RTO] != 3000000) {
+        ms_text(ms1, sizeof ms1, v[T_RTO]);
+        if (words4(l, "rto:", ms1, NULL, NULL)) return -1;
+    }
+    if (v[T_BACKOFF] && word_count(l, "backoff", v[T_BACKOFF])) return -1;
+    if (v[T_RTT]) {
+        ms_text(ms1, sizeof ms1, v[T_RTT]);
+        ms_text(ms2, sizeof ms2, v[T_RTTVAR]);
+        if (words4(l, "rtt:", ms1, "/", ms2)) return -1;
+    }
+    if (v[T_ATO]) {
+        ms_text(ms1, sizeof ms1, v[T_ATO]);
+        if (words4(l, "ato:", ms1, NULL, NULL)) return -1;
+    }
+    static const struct {
+        int field;
+        const char *name;
+    } counts[] = {{T_SND_MSS, "mss"}, {T_PMTU, "pmtu"}, {T_RCV_MSS, "rcvmss"}, {T_ADVMSS, "advmss"}, {T_CWND, "cwnd"}},
+      bytes[] = {{T_BYTES_SENT, "bytes_sent"}, {T_BYTES_RETRANS, "bytes_retrans"}, {T_BYTES_ACKED, "bytes_acked"},
+                 {T_BYTES_RECEIVED, "bytes_received"}, {T_SEGS_OUT, "segs_out"}, {T_SEGS_IN, "segs_in"},
+                 {T_DATA_SEGS_OUT, "data_segs_out"}, {T_DATA_SEGS_IN, "data_segs_in"}},
+      lasts[] = {{T_LAST_SEND, "lastsnd"}, {T_LAST_RECEIVE, "lastrcv"}, {T_LAST_ACK, "lastack"}},
+      spaces[] = {{T_RCV_SPACE, "rcv_space"}, {T_RCV_SSTHRESH, "rcv_ssthresh"}, {T_NOTSENT, "notsent"}},
+      windows[] = {{T_RCV_OOOPACK, "rcv_ooopack"}, {T_SND_WND, "snd_wnd"}, {T_RCV_WND, "rcv_wnd"}, {T_REHASH, "rehash"}};
+#define COUNTS(list)                                                                       \
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++)                              \
+        if (v[list[i].field] && word_count(l, list[i].name, v[list[i].field])) return -1;
+    COUNTS(counts)
+    if (v[T_SSTHRESH] && v[T_SSTHRESH] < 0xFFFF && word_count(l, "ssthresh", v[T_SSTHRESH])) return -1;
+    COUNTS(bytes)
+    char r1[64], r2[64];
+    if (v[T_RTT] && v[T_SND_MSS] && v[T_CWND]) {
+        rate_text(r1, sizeof r1, (double)v[T_CWND] * (double)v[T_SND_MSS] * 8000000. / (double)v[T_RTT], numeric);
+        if (words4(l, "send ", r1, "bps", NULL)) return -1;
+    }
+    COUNTS(lasts)
+    if (v[T_PACING_RATE] && v[T_PACING_RATE] != UINT64_MAX) {
+        rate_text(r1, sizeof r1, (double)v[T_PACING_RATE], numeric);
+        if (v[T_MAX_PACING_RATE] && v[T_MAX_PACING_RATE] != UINT64_MAX) {
+            rate_text(r2, sizeof r2, (double)v[T_MAX_PACING_RATE], numeric);
+            if (words4(l, "pacing_rate ", r1, "bps/", r2) || buf_put(l->b, "bps", 3)) return -1;
+        } else if (words4(l, "pacing_rate ", r1, "bps", NULL)) {
+            return -1;
+        }
+    }
+    if (v[T_DELIVERY_RATE]) {
+        rate_text(r1, sizeof r1, (double)v[T_DELIVERY_RATE], numeric);
+        if (words4(l, "delivery_rate ", r1, "bps", NULL)) return -1;
+    }
+    if (v[T_DELIVERED] && word_count(l, "delivered", v[T_DELIVERED])) return -1;
+    if (v[T_DELIVERED_CE] && word_count(l, "delivered_ce", v[T_DELIVERED_CE])) return -1;
+    if (v[T_APP_LIMITED] && words4(l, "app_limited", NULL, NULL, NULL)) return -1;
+    unsigned long long busy = v[T_BUSY];
+    if (busy) {
+        if (word(l, "busy:%llums", busy / 1000)) return -1;
+        if (v[T_RWND_LIMITED] && word(l, "rwnd_limited:%llums(%.1f%%)", v[T_RWND_LIMITED] / 1000, 100.0 * (double)v[T_RWND_LIMITED] / (double)busy))
+            return -1;
+        if (v[T_SNDBUF_LIMITED] &&
+            word(l, "sndbuf_limited:%llums(%.1f%%)", v[T_SNDBUF_LIMITED] / 1000, 100.0 * (double)v[T_SNDBUF_LIMITED] / (double)busy))
+            return -1;
+    }
+    if (v[T_UNACKED] && word_count(l, "unacked", v[T_UNACKED])) return -1;
+    if ((v[T_RETRANS] || v[T_TOTAL_RETRANS]) && word(l, "retrans:%llu/%llu", v[T_RETRANS], v[T_TOTAL_RETRANS])) return -1;
+    if (v[T_LOST] && word_count(l, "lost", v[T_LOST])) return -1;
+    if (v[T_SACKED] && !listening && word_count(l, "sacked", v[T_SACKED])) return -1;
+    if (v[T_DSACK_DUPS] && word_count(l, "dsack_dups", v[T_DSACK_DUPS])) return -1;
+    if (v[T_FACKETS] && word_count(l, "fackets", v[T_FACKETS])) return -1;
+    if (v[T_REORDERING] != 3 && word_count(l, "reordering", v[T_REORDERING])) return -1;
+    if (v[T_REORD_SEEN] && word_count(l, "reord_seen", v[T_REORD_SEEN])) return -1;
+    if (v[T_RCV_RTT]) {
+        ms_text(ms1, sizeof ms1, v[T_RCV_RTT]);
+        if (words4(l, "rcv_rtt:", ms1, NULL, NULL)) return -1;
+    }
+    COUNTS(spaces)
+    if (v[T_MIN_RTT] && v[T_MIN_RTT] != 0xFFFFFFFFull) {
+        ms_text(ms1, sizeof ms1, v[T_MIN_RTT]);
+        if (words4(l, "minrtt:", ms1, NULL, NULL)) return -1;
+    }
+    COUNTS(windows)
+#undef COUNTS
+    return 0;
+}
+
+/* One socket's second line into l (nothing when it has nothing to show); 1: take the Python path. */
+static int internals_line(Line *l, PyObject *extra, int listening, int numeric, int options, int cgroups) {
+    if (extra == Py_None) return 0;
+    if (!PyTuple_Check(extra) || PyTuple_GET_SIZE(extra) != 7) return 1;
+    PyObject *tcp = PyTuple_GET_ITEM(extra, 0), *congestion = PyTuple_GET_ITEM(extra, 1), *memory = PyTuple_GET_ITEM(extra, 2);
+    PyObject *timer = PyTuple_GET_ITEM(extra, 3), *cgroup_id = PyTuple_GET_ITEM(extra, 4);
+    if (timer != Py_None) {
+        unsigned long long retrans;
+        if (!PyTuple_Check(timer) || PyTuple_GET_SIZE(timer) != 3 || number(timer, 2, &retrans)) return 1;
+        const char *name = plain_text(PyTuple_GET_ITEM(timer, 0));
+        long long expires = PyLong_Check(PyTuple_GET_ITEM(timer, 1)) ? PyLong_AsLongLong(PyTuple_GET_ITEM(timer, 1)) : -1;
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (name == NULL || !PyLong_Check(PyTuple_GET_ITEM(timer, 1))) return 1;
+        char left[64];
+        timer_text(left, (unsigned)((unsigned long long)expires & 0xFFFFFFFFull));
+        if (word(l, "timer:(%s,%s,%llu)", name, left, retrans)) return -1;
+    }
+    if (cgroups && cgroup_id != Py_None) {
+        unsigned long long id;
+        if (number(extra, 4, &id)) return 1;
+        PyObject *path = PyTuple_GET_ITEM(extra, 5), *container = PyTuple_GET_ITEM(extra, 6);
+        if (path == Py_None) {
+            if (word(l, "cgroup:unreachable:%llx", id)) return -1;
+        } else {
+            const char *text = plain_text(path);
+            if (text == NULL || strlen(text) > 120) return 1;
+            if (word(l, "cgroup:%s", text)) return -1;
+        }
+        if (container != Py_None) {
+            const char *text = plain_text(container);
+            if (text == NULL || strlen(text) > 120) return 1;
+            if (*text && word(l, "container:%s", text)) return -1;
+        }
+    }
+    if (memory != Py_None) {
+        unsigned long long m[MEMORY_FIELDS];
+        if (!PyTuple_Check(memory) || PyTuple_GET_SIZE(memory) != MEMORY_FIELDS) return 1;
+        for (int i = 0; i < MEMORY_FIELDS; i++)
+            if (number(memory, i, &m[i])) return 1;
+        char text[160];
+        int n = snprintf(text, sizeof text, "skmem:(r%llu,rb%llu,t%llu,tb%llu,f%llu,w%llu,o%llu", m[0], m[1], m[2], m[3], m[4], m[5], m[6]);
+        if (PyTuple_GET_ITEM(memory, 7) != Py_None) n += snprintf(text + n, sizeof text - (size_t)n, ",bl%llu", m[7]);
+        if (PyTuple_GET_ITEM(memory, 8) != Py_None) n += snprintf(text + n, sizeof text - (size_t)n, ",d%llu", m[8]);
+        if (word(l, "%s)", text)) return -1;
+    }
+    if (tcp != Py_None) {
+        if (!PyTuple_Check(tcp)) return 1;
+        return tcp_words(l, tcp, congestion, listening, numeric, options);
+    }
+    if (congestion != Py_None) {
+        const char *name = plain_text(congestion);
+        if (name == NULL) return 1;
+        if (*name && words4(l, name, NULL, NULL, NULL)) return -1;
+    }
+    return 0;
+}
+
+/* internals_lines(sockets, listen, numeric, options, cgroups) -> list[str] | None: the second line
+ * of each socket (`\t ` and ss's words, "" when there is nothing to show); `listen` is State.LISTEN. */
+static PyObject *internals_lines(PyObject *self, PyObject *args) {
+    PyObject *sockets, *listen;
+    int numeric, options, cgroups;
+    if (!PyArg_ParseTuple(args, "O!Oppp", &PyList_Type, &sockets, &listen, &numeric, &options, &cgroups)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(sockets);
+    PyObject *out = PyList_New(n), *empty = PyUnicode_FromString("");
+    Buf b = {NULL, 0, 0};
+    Line l = {&b, 0};
+    if (out == NULL || empty == NULL) goto error;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *sock = PyList_GET_ITEM(sockets, r);
+        if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) goto fallback;
+        b.size = 0;
+        l.words = 0;
+        int got = internals_line(&l, PyTuple_GET_ITEM(sock, 14), PyTuple_GET_ITEM(sock, 2) == listen, numeric, options, cgroups);
+        if (got < 0) goto error;
+        if (got > 0) goto fallback;
+        PyObject *text = l.words ? PyUnicode_DecodeASCII(b.data, (Py_ssize_t)b.size, NULL) : Py_NewRef(empty);
+        if (text == NULL) goto error;
+        PyList_SET_ITEM(out, r, text);
+    }
+    Py_DECREF(empty);
+    PyMem_Free(b.data);
+    return out;
+fallback:
+    Py_XDECREF(out);
+    Py_XDECREF(empty);
+    PyMem_Free(b.data);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(out);
+    Py_XDECREF(empty);
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ internals_json */
+
+/* A JSON number (or null/true/false) of a record's field; 1: not one this code writes. */
+static int json_value(Buf *b, PyObject *item) {
+    if (item == Py_None) return buf_put(b, "null", 4);
+    if (item == Py_True) return buf_put(b, "true", 4);
+    if (item == Py_False) return buf_put(b, "false", 5);
+    if (!PyLong_CheckExact(item)) return 1;
+    char digits[24];
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow > 0) { /* past 2^63: the kernel's all-ones "no limit", or a large counter */
+        unsigned long long u = sizeof(unsigned long) == 8 ? PyLong_AsUnsignedLong(item) : PyLong_AsUnsignedLongLong(item);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1; /* past 2^64: a rate times 8; Python writes it */
+        }
+        udecimal(digits, u);
+        return buf_put(b, digits, strlen(digits));
+    }
+    if (overflow < 0 || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;
+    }
+    Py_ssize_t n = decimal(v, digits);
+    return buf_put(b, digits, (size_t)n);
+}
+
+/* A JSON string of printable ASCII without quotes or backslashes (or null); 1: any other text. */
+static int json_text_of(Buf *b, PyObject *text) {
+    if (text == Py_None) return buf_put(b, "null", 4);
+    const char *s = plain_text(text);
+    if (s == NULL || strchr(s, '"') || strchr(s, '\\')) return 1;
+    return buf_put(b, "\"", 1) || buf_put(b, s, strlen(s)) || buf_put(b, "\"", 1) ? -1 : 0;
+}
+
+/* {"key": value, ...} of a record, the keys given as their JSON text ('{"state": ', ', "ca_state": ', ...). */
+static int json_record(Buf *b, PyObject *record, PyObject *keys) {
+    Py_ssize_t n = PyTuple_GET_SIZE(keys);
+    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != n) return 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Cell key;
+        if (cell_of(PyTuple_GET_ITEM(keys, i), &key) != 0 || buf_put(b, key.s, (size_t)key.n)) return -1;
+        int got = json_value(b, PyTuple_GET_ITEM(record, i));
+        if (got) return got;
+    }
+    return buf_put(b, "}", 1);
+}
+
+/* The members one socket's asked groups add (as cli/internals.json_text writes them). */
+static int internals_json_of(Buf *b, PyObject *extra, int asked, PyObject *tcp_keys, PyObject *memory_keys) {
+    if (extra != Py_None && (!PyTuple_Check(extra) || PyTuple_GET_SIZE(extra) != 7)) return 1;
+#define FIELD(i) (extra == Py_None ? Py_None : PyTuple_GET_ITEM(extra, i))
+    int got;
+    if (asked & 1) { /* info */
+        if (buf_put(b, ", \"tcp\": ", 9)) return -1;
+        got = FIELD(0) == Py_None ? buf_put(b, "null", 4) : json_record(b, FIELD(0), tcp_keys);
+        if (got) return got;
+        if (buf_put(b, ", \"congestion\": ", 16)) return -1;
+        if ((got = json_text_of(b, FIELD(1)))) return got;
+    }
+    if (asked & 2) { /* memory */
+        if (buf_put(b, ", \"memory\": ", 12)) return -1;
+        got = FIELD(2) == Py_None ? buf_put(b, "null", 4) : json_record(b, FIELD(2), memory_keys);
+        if (got) return got;
+    }
+    if (asked & 4) { /* timers */
+        PyObject *timer = FIELD(3);
+        if (buf_put(b, ", \"timer\": ", 11)) return -1;
+        if (timer == Py_None) {
+            if (buf_put(b, "null", 4)) return -1;
+        } else {
+            if (!PyTuple_Check(timer) || PyTuple_GET_SIZE(timer) != 3) return 1;
+            if (buf_put(b, "{\"name\": ", 9)) return -1;
+            if ((got = json_text_of(b, PyTuple_GET_ITEM(timer, 0)))) return got;
+            if (buf_put(b, ", \"expires_ms\": ", 16)) return -1;
+            if ((got = json_value(b, PyTuple_GET_ITEM(timer, 1)))) return got;
+            if (buf_put(b, ", \"retransmits\": ", 17)) return -1;
+            if ((got = json_value(b, PyTuple_GET_ITEM(timer, 2)))) return got;
+            if (buf_put(b, "}", 1)) return -1;
+        }
+    }
+    if (asked & 8) { /* cgroup */
+        if (buf_put(b, ", \"cgroup\": ", 12)) return -1;
+        if (FIELD(4) == Py_None) {
+            if (buf_put(b, "null", 4)) return -1;
+        } else {
+            if (buf_put(b, "{\"id\": ", 7)) return -1;
+            if ((got = json_value(b, FIELD(4)))) return got;
+            if (buf_put(b, ", \"path\": ", 10)) return -1;
+            if ((got = json_text_of(b, FIELD(5)))) return got;
+            if (buf_put(b, ", \"container\": ", 15)) return -1;
+            if ((got = json_text_of(b, FIELD(6)))) return got;
+            if (buf_put(b, "}", 1)) return -1;
+        }
+    }
+#undef FIELD
+    return 0;
+}
+
+/* internals_json(sockets, asked, tcp_keys, memory_keys) -> list[str] | None: the JSON members each
+ * socket's internals add (asked: 1 info, 2 memory, 4 timers, 8 cgroup); the Python twin is
+ * cli/internals.json_text. Text this code does not write plainly (a name needing escapes, a
+ * number past 64 bits) makes the whole call give None. */
+static PyObject *internals_json(PyObject *self, PyObject *args) {
+    PyObject *sockets, *tcp_keys, *memory_keys;
+    int asked;
+    if (!PyArg_ParseTuple(args, "O!iO!O!", &PyList_Type, &sockets, &asked, &PyTuple_Type, &tcp_keys, &PyTuple_Type, &memory_keys)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(sockets);
+    PyObject *out = PyList_New(n);
+    Buf b = {NULL, 0, 0};
+    if (out == NULL) return NULL;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *sock = PyList_GET_ITEM(sockets, r);
+        if (!PyTuple_Check(sock) || PyTuple_GET_SIZE(sock) < 15) goto fallback;
+        b.size = 0;
+        int got = internals_json_of(&b, PyTuple_GET_ITEM(sock, 14), asked, tcp_keys, memory_keys);
+        if (got < 0) goto error;
+        if (got > 0) goto fallback;
+        PyObject *text = PyUnicode_DecodeASCII(b.data ? b.data : "", (Py_ssize_t)b.size, NULL);
+        if (text == NULL) goto error;
+        PyList_SET_ITEM(out, r, text);
+    }
+    PyMem_Free(b.data);
+    return out;
+fallback:
+    PyErr_Clear();
+    Py_DECREF(out);
+    PyMem_Free(b.data);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(out);
+    PyMem_Free(b.data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"inet_sockets", inet_sockets, METH_VARARGS, "Decode the runs of inet_diag messages of a chunk into Socket records (None: take the Python path)."},
+    {"internals_json", internals_json, METH_VARARGS, "Give the JSON members each socket's internals add (None: take the Python path)."},
+    {"internals_lines", internals_lines, METH_VARARGS, "Give each socket's internals line in ss's words (None: take the Python path)."},
     {"table_text", table_text, METH_VARARGS, "Give an aligned table of str/int columns as one string (None: take the Python path)."},
     {"fd_sockets", fd_sockets, METH_VARARGS, "Give (inode, pid, fd) int64 triples of the sockets numbered low..high-1 in an open /proc/PID/fd directory (None: take the Python path)."},
     {NULL, NULL, 0, NULL},

@@ -218,6 +218,8 @@ class Internals(NamedTuple):
 
     `congestion` is the congestion control algorithm (`cubic`, `bbr`, ...), `cgroup` the
     cgroup v2 path (relative to the cgroup root, `/` for the root) and `cgroup_id` its id.
+    `container` is the short id (or name) of the container whose cgroup that is, when the path
+    names one (docker, podman, containerd, CRI-O, LXC), else None.
     """
 
     tcp: TcpInfo | None = None
@@ -226,6 +228,7 @@ class Internals(NamedTuple):
     timer: Timer | None = None
     cgroup_id: int | None = None
     cgroup: str | None = None
+    container: str | None = None
 
 
 class Socket(NamedTuple):

@@ -38,13 +38,9 @@ KIND_WORDS: dict[str, frozenset[NetId]] = {
 # by the parser (so `-tlnpi` is one clear line, not "unrecognized arguments") and refused in run.
 NOT_YET: tuple[tuple[tuple[str, ...], str], ...] = (
     (("-r", "--resolve"), "host names instead of addresses"),
-    (("-o", "--options"), "timer information"),
-    (("-m", "--memory"), "socket memory"),
     (("-T", "--threads"), "the threads using each socket"),
-    (("-i", "--info"), "TCP internals; for lsof's '-i :PORT' use 'sockscope who PORT'"),
     (("--tipcinfo",), "TIPC internals"),
     (("--tos",), "TOS and priority"),
-    (("--cgroup",), "cgroups"),
     (("-b", "--bpf"), "socket BPF filters"),
     (("-E", "--events"), "sockets as they close"),
     (("-Z", "--context"), "SELinux contexts of processes"),
@@ -96,7 +92,12 @@ def add_parser(commands: Any) -> None:
     p.add_argument("-6", "--ipv6", action="store_true", help="IPv6 sockets only")
     p.add_argument("-n", "--numeric", action="store_true", help="port numbers, not service names")
     p.add_argument("-p", "--processes", action="store_true", help="show the processes that hold each socket")
-    p.add_argument("-e", "--extended", action="store_true", help="show uid and inode")
+    p.add_argument("-e", "--extended", action="store_true", help="show uid, inode and socket cookie (ss's sk:)")
+    inside = p.add_argument_group("internals (from netlink sock_diag; each on a second line, as ss draws them)")
+    inside.add_argument("-i", "--info", action="store_true", help="TCP internals: congestion control, rtt, rto, cwnd, bytes, rates, ...")
+    inside.add_argument("-m", "--memory", action="store_true", help="socket memory (skmem)")
+    inside.add_argument("-o", "--options", action="store_true", help="timers: on, keepalive, timewait, persist")
+    inside.add_argument("--cgroup", action="store_true", help="the cgroup (v2) of each socket, and its container when one is known")
     p.add_argument("-H", "--no-header", action="store_true", help="no header line")
     p.add_argument("-O", "--oneline", action="store_true", help="one line a socket (always so; accepted for ss's sake)")
     p.add_argument("-s", "--summary", action="store_true", help="counts by kind and TCP state instead (as ss -s; 'sockscope summary')")
@@ -131,14 +132,18 @@ def refuse_missing(args: argparse.Namespace) -> None:
 _QUICK_SHORT = {
     "t": "tcp", "u": "udp", "w": "raw", "x": "unix", "M": "mptcp", "0": "packet", "l": "listening", "a": "all",
     "4": "ipv4", "6": "ipv6", "n": "numeric", "p": "processes", "e": "extended", "H": "no_header", "O": "oneline",
+    "i": "info", "m": "memory", "o": "options",
 }  # fmt: skip
-_QUICK_LONG = {"--json": "json", "--jsonl": "jsonl", "--csv": "csv", "--numeric": "numeric", "--processes": "processes"}
+_QUICK_LONG = {
+    "--json": "json", "--jsonl": "jsonl", "--csv": "csv", "--numeric": "numeric", "--processes": "processes",
+    "--info": "info", "--memory": "memory", "--options": "options", "--cgroup": "cgroup",
+}  # fmt: skip
 _DEFAULTS: dict[str, object] = {
     "command": "ls", "tcp": False, "udp": False, "raw": False, "unix": False, "mptcp": False, "packet": False,
     "vsock": False, "query": None, "family": None, "listening": False, "all": False, "ipv4": False, "ipv6": False,
     "numeric": False, "processes": False, "extended": False, "no_header": False, "oneline": False, "summary": False,
     "kill": False, "yes": False, "filter_file": None, "json": False, "jsonl": False, "csv": False, "source": "auto",
-    "netns": None, "filter": [],
+    "netns": None, "filter": [], "info": False, "memory": False, "options": False, "cgroup": False,
 }  # fmt: skip
 
 
@@ -214,7 +219,7 @@ def _lsof_inet(given: str, spec: str) -> None:
         return  # not lsof's -i: ss's -i, which run() refuses with its own line
     port, proto = found[4], (found[2] or "").lower()
     suggestion = f"sockscope who {port}" + ("/udp" if proto == "udp" else "") if port else f"sockscope ls -ap{'u' if proto == 'udp' else 't'}"
-    raise UsageError(f"'{given}' is lsof's way to ask; here it is '{suggestion}' (-i is ss's --info, not in sockscope yet)")
+    raise UsageError(f"'{given}' is lsof's way to ask; here it is '{suggestion}' (-i alone is ss's --info: TCP internals)")
 
 
 def _states_chosen(words: list[str]) -> bool:
@@ -333,6 +338,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     else:
         states = state_mask(DEFAULT_STATES)
     needs_owners = args.processes or bool(parsed and parsed.needs_owners)
+    internals = asked_internals(args)
     query = Query(
         netids=kinds,
         states=states,
@@ -341,12 +347,25 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         source=args.source,
         netns=args.netns,
         where=parsed.predicate if parsed else None,
+        internals=internals,
     )
     inventory = take(query)
     for note in inventory.notes:
         env.note(note)
     write(args, env, inventory.sockets, kinds, tcp_names, udp_names)
     return ExitCode.OK
+
+
+def asked_internals(args: argparse.Namespace) -> frozenset[str]:
+    """Give the groups of internals the flags ask for (-i info, -m memory, -o timers, --cgroup).
+
+    Raises UsageError with --source proc: /proc/net has none of them (sock_diag gives them).
+    """
+    flags = (("info", "-i"), ("memory", "-m"), ("timers", "-o"), ("cgroup", "--cgroup"))
+    asked = [(group, flag) for (group, flag), given in zip(flags, (args.info, args.memory, args.options, args.cgroup), strict=True) if given]
+    if asked and args.source == "proc":
+        raise UsageError(f"{'/'.join(flag for _group, flag in asked)}: internals come from netlink sock_diag, not /proc/net; drop --source proc")
+    return frozenset(group for group, _flag in asked)
 
 
 def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds: frozenset[NetId], tcp: dict[int, str], udp: dict[int, str]) -> None:
@@ -360,12 +379,13 @@ def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds:
         return
     if args.json or args.jsonl or args.csv:
         service = render.service_of(tcp, udp)
+        internals = asked_internals(args)
         if args.json:
-            render.json_array(env.stdout, sockets, service)
+            render.json_array(env.stdout, sockets, service, internals, args.extended)
         elif args.jsonl:
-            render.json_lines(env.stdout, sockets, service)
+            render.json_lines(env.stdout, sockets, service, internals, args.extended)
         else:
-            render.csv_rows(env.stdout, sockets, service)
+            render.csv_rows(env.stdout, sockets, service, internals, args.extended)
         return
     texts = render.EndpointText(None if args.numeric else tcp, None if args.numeric else udp)
     render.table(
@@ -377,4 +397,6 @@ def write(args: argparse.Namespace, env: Environment, sockets: list[Any], kinds:
         processes=args.processes,
         netns=args.netns is not None,
         header=not args.no_header,
+        internals=asked_internals(args),
+        numeric=args.numeric,
     )

@@ -19,7 +19,7 @@ from itertools import chain
 from operator import itemgetter
 
 from .. import native
-from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, UnixEndpoint, VsockEndpoint
+from ..model import AnyEndpoint, Endpoint, NetlinkEndpoint, Owner, PacketEndpoint, Socket, State, UnixEndpoint, VsockEndpoint
 from ..records import NamedTuple
 
 TYPE_CHECKING = False  # importing `typing` costs a tenth of `sockscope -tlnp` on a small host
@@ -202,8 +202,15 @@ def table(
     processes: bool,
     netns: bool,
     header: bool = True,
+    internals: frozenset[str] = frozenset(),
+    numeric: bool = False,
 ) -> None:
-    """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last."""
+    """Write the `ls` table: aligned columns, numbers right-aligned, the Process column last.
+
+    With `extended`, the UID, Inode and Cookie (ss's `sk:`, in hex) columns; with `internals`
+    (groups of inventory.INTERNALS), each socket that has some gets an indented second line in
+    ss's words (`numeric`: rates in digits, as ss -n).
+    """
     columns: list[tuple[str, list[Any] | InetCells | OwnerCells, bool]] = []  # title, cells (str, StrEnum or int), right-aligned
     if netns:
         labels = {label: escape(label or "-") for label in set(map(itemgetter(9), sockets))}
@@ -217,15 +224,28 @@ def table(
         ("Local Address:Port", texts.column(sockets, False), False),
         ("Peer Address:Port", texts.column(sockets, True), False),
     ]
-    if extended:
+    if extended:  # Inode stays the last of them: scripts read it there
+        columns.append(("Cookie", ["-" if cookie is None else f"{cookie:x}" for cookie in map(itemgetter(13), sockets)], True))
         columns.append(("UID", ["-" if uid is None else uid for uid in map(itemgetter(8), sockets)], True))
         columns.append(("Inode", list(map(itemgetter(7), sockets)), True))
     if processes:
         columns.append(("Process", OwnerCells(printable_owners(list(map(itemgetter(10), sockets)))), False))
     titles, cells, rights = zip(*columns, strict=True)
     fast = native.accel
-    text = fast.table_text(titles, cells, rights, header) if fast is not None else None
-    out.write(text if text is not None else table_text(titles, cells, rights, header))
+    if not internals:
+        text = fast.table_text(titles, cells, rights, header) if fast is not None else None
+        out.write(text if text is not None else table_text(titles, cells, rights, header))
+        return
+    # each socket's internals on an indented line under its row, as ss draws them
+    from . import internals as inside
+
+    listed = list(sockets)
+    if fast is not None:  # the lines written straight into the table
+        text = fast.table_text(titles, cells, rights, header, (listed, State.LISTEN, numeric, "timers" in internals, "cgroup" in internals))
+        if text is not None:
+            out.write(text)
+            return
+    out.write(table_text(titles, cells, rights, header, inside.lines(listed, internals, numeric)))
 
 
 def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner, ...] | None]:
@@ -240,8 +260,13 @@ def printable_owners(column: list[tuple[Owner, ...] | None]) -> list[tuple[Owner
     return [cleaned.get(owners, owners) if owners else owners for owners in column]
 
 
-def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool) -> str:
-    """Give the aligned table as text: one space between columns, the last left-aligned one unpadded."""
+def table_text(
+    titles: Sequence[str], columns: Sequence[list[Any] | InetCells | OwnerCells], right: Sequence[bool], header: bool, after: list[str] | None = None
+) -> str:
+    """Give the aligned table as text: one space between columns, the last left-aligned one unpadded.
+
+    `after` gives a line to write under each row ("" for none).
+    """
     columns = [cells.texts() if isinstance(cells, InetCells | OwnerCells) else list(map(str, cells)) for cells in columns]
     widths = [max(len(title), max(map(len, cells), default=0)) for title, cells in zip(titles, columns, strict=True)]
     parts = [f"{{:{'>' if r else '<'}{width}}}" for r, width in zip(right, widths, strict=True)]
@@ -249,7 +274,12 @@ def table_text(titles: Sequence[str], columns: Sequence[list[Any] | InetCells | 
         parts[-1] = "{}"  # no trailing blanks after the last column
     template = " ".join(parts)
     lines = [template.format(*titles).rstrip(" ")] if header else []
-    lines += map(template.format, *columns)
+    rows = map(template.format, *columns)
+    if after is None:
+        lines += rows
+    else:
+        for row, under in zip(rows, after, strict=True):
+            lines += (row, under) if under else (row,)
     return "".join(line + "\n" for line in lines)
 
 
@@ -281,9 +311,10 @@ def endpoint_json(end: AnyEndpoint, is_peer: bool, device: str | None = None) ->
     return found
 
 
-def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
-    """Give the JSON object of one socket ("v6only" only where the kernel tells it)."""
-    found = {
+def socket_json(sock: Socket, service: str | None, internals: frozenset[str] = frozenset(), cookie: bool = False) -> dict[str, Any]:
+    """Give the JSON object of one socket ("v6only" only where the kernel tells it; "cookie" and
+    the internals groups only when asked for). JsonText gives the same, faster."""
+    found: dict[str, Any] = {
         "netid": sock.netid.value,
         "family": sock.family.value,
         "state": sock.state.value,
@@ -301,6 +332,12 @@ def socket_json(sock: Socket, service: str | None) -> dict[str, Any]:
     }
     if sock.v6only is not None:
         found["v6only"] = sock.v6only
+    if cookie:
+        found["cookie"] = sock.cookie
+    if internals:
+        from . import internals as inside
+
+        found.update(inside.json_value(sock.internals, internals, escape_undecodable))
     return found
 
 
@@ -342,8 +379,10 @@ class JsonText:
     through the JSON encoder; the rest are numbers and fixed words.
     """
 
-    def __init__(self, service: Callable[[Socket], str | None]) -> None:
+    def __init__(self, service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False) -> None:
         self.service = service
+        self.internals = internals
+        self.cookie = cookie
         self.people: dict[tuple[int, str, str], str] = {}
         self.words: dict[str | None, str] = {None: "null"}
 
@@ -366,8 +405,18 @@ class JsonText:
             parts.append(f"{head}{fd}{self.words[f'user:{user}']}")
         return f"[{', '.join(parts)}]"
 
-    def __call__(self, s: Socket) -> str:
+    def __call__(self, s: Socket, inside: str | None = None) -> str:
+        """Give the JSON text of a socket; `inside`: its internals members, when made already (json_texts)."""
         local, peer = s.local, s.peer
+        more = _V6ONLY[s.v6only]
+        if self.cookie:
+            more += f', "cookie": {"null" if s.cookie is None else s.cookie}'
+        if inside is not None:
+            more += inside
+        elif self.internals:
+            from . import internals
+
+            more += internals.json_text(s.internals, self.internals, self.word)
         return _SOCKET % (
             s.netid.value,
             s.family.value,
@@ -383,25 +432,42 @@ class JsonText:
             self.word(s.netns),
             self.owners(s.owners),
             self.word(self.service(s)),
-            _V6ONLY[s.v6only],
+            more,
         )
 
 
-def json_array(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
-    """Write a JSON array of sockets, one object per line for readability and streaming tools."""
+def json_array(
+    out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
+    """Write a JSON array of sockets, one object per line for readability and streaming tools.
+
+    `internals` (groups of inventory.INTERNALS) and `cookie` add their keys (see JsonText).
+    """
     if not sockets:
         out.write("[]\n")
         return
     out.write("[\n")
-    out.write(",\n".join(map(JsonText(service), sockets)))
+    out.write(",\n".join(_json_texts(sockets, service, internals, cookie)))
     out.write("\n]\n")
 
 
-def json_lines(out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None]) -> None:
+def json_lines(
+    out: IO[str], sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
     """Write one JSON object per line."""
     if sockets:
-        out.write("\n".join(map(JsonText(service), sockets)))
+        out.write("\n".join(_json_texts(sockets, service, internals, cookie)))
         out.write("\n")
+
+
+def _json_texts(sockets: Sequence[Socket], service: Callable[[Socket], str | None], internals: frozenset[str], cookie: bool) -> Iterable[str]:
+    text = JsonText(service, internals, cookie)
+    if not internals:
+        return map(text, sockets)
+    from . import internals as inside
+
+    listed = list(sockets)
+    return map(text, listed, inside.json_texts(listed, internals, text.word))
 
 
 CSV_FIELDS = (
@@ -433,16 +499,23 @@ def _csv_end(end: AnyEndpoint, inode: int, is_peer: bool) -> tuple[object, objec
     return escape(first) if isinstance(first, str) else first, escape(second) if isinstance(second, str) else second
 
 
-def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None]) -> None:
+def csv_rows(
+    out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket], str | None], internals: frozenset[str] = frozenset(), cookie: bool = False
+) -> None:
     """Write CSV with a header; owners are `pid/name/fd/user` joined by `;`.
+
+    `cookie` adds the column "cookie"; `internals` (groups of inventory.INTERNALS) add flat
+    columns after the others (see internals.csv_fields).
 
     Names are escaped as in the table, so every row is one line (the exact bytes of a name are
     in the JSON); a name holding a comma or a quote is quoted as CSV does.
     """
     import csv
 
+    from . import internals as inside
+
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow((*CSV_FIELDS, *(["cookie"] if cookie else []), *inside.csv_fields(internals)))
     people: dict[tuple[str, str], tuple[str, str]] = {}
     for s in sockets:
         owners = ""
@@ -470,5 +543,7 @@ def csv_rows(out: IO[str], sockets: Iterable[Socket], service: Callable[[Socket]
                 service(s) or "",
                 escape(s.device) if s.device else "",
                 "" if s.v6only is None else str(s.v6only).lower(),
+                *([("" if s.cookie is None else s.cookie)] if cookie else []),
+                *(inside.csv_cells(s.internals, internals, escape) if internals else []),
             )
         )

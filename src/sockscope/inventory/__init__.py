@@ -18,8 +18,8 @@ from itertools import compress, repeat
 from operator import add, itemgetter
 from types import ModuleType
 
-from ..errors import PermissionDenied, SockscopeError, SourceUnavailable
-from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, NetId, Socket, State, UnixEndpoint
+from ..errors import PermissionDenied, SockscopeError, SourceUnavailable, UsageError
+from ..model import ALL_STATES_MASK, STATE_NUMBERS, Family, Internals, NetId, Socket, State, UnixEndpoint
 from ..records import NamedTuple
 from . import diag, netlink, owners
 
@@ -66,6 +66,7 @@ class Query(NamedTuple):
     where: Callable[[Socket], bool] | None = None
     local_port: int | None = None  # only inet sockets bound to this port (filtered in the kernel)
     internals: frozenset[str] = frozenset()  # of INTERNALS: what `ls -i -m -o --cgroup` add
+    cgroup_root: str | None = None  # None: $SOCKSCOPE_CGROUP, else the cgroup2 mount
 
 
 #: The groups of Socket.internals a Query may ask for (inet sockets from sock_diag).
@@ -108,7 +109,12 @@ def list_sockets(
 
 
 def take(query: Query) -> Inventory:
-    """Give the Inventory for a Query (the work behind list_sockets)."""
+    """Give the Inventory for a Query (the work behind list_sockets).
+
+    Raises UsageError for internals the inventory does not know (see INTERNALS).
+    """
+    if unknown := set(query.internals) - INTERNALS:
+        raise UsageError(f"unknown internals {', '.join(sorted(unknown))}: the groups are {', '.join(sorted(INTERNALS))}")
     # Tens of thousands of new tuples would set off the cyclic garbage collector again and
     # again (a third of the run time at 50,000 sockets); records hold no cycles, so pause it.
     collecting = gc.isenabled()
@@ -135,9 +141,41 @@ def _take(query: Query) -> Inventory:
             notes.append(
                 f"owners of some sockets are not shown: {denied} processes of other users cannot be inspected without root (run with sudo to see them)"
             )
+    if query.internals and (note := _without_internals(found, query.internals)):
+        notes.append(note)
+    if "cgroup" in query.internals:
+        from . import cgroups  # only --cgroup walks the cgroup tree
+
+        found = _name_cgroups(found, query.cgroup_root or cgroups.find_root(root))
     if query.where is not None:
         found = [sock for sock in found if query.where(sock)]
     return Inventory(found, notes)
+
+
+def _name_cgroups(found: list[Socket], cgroup_root: str) -> list[Socket]:
+    """Give the sockets with the path (and container) of each cgroup id filled in."""
+    from . import cgroups
+
+    named = {number: (path, cgroups.container(path)) for number, path in cgroups.paths(cgroup_root).items()}
+    unknown = (None, None)
+    out = []
+    for sock in found:
+        extra = sock.internals
+        if extra is not None and extra.cgroup_id is not None:
+            # built as tuples (not _replace): this runs for every socket of the listing
+            extra = tuple.__new__(Internals, (*extra[:5], *named.get(extra.cgroup_id, unknown)))
+            sock = tuple.__new__(Socket, (*sock[:14], extra))
+        out.append(sock)
+    return out
+
+
+def _without_internals(found: list[Socket], asked: frozenset[str]) -> str | None:
+    """Give a note when some sockets that could carry the asked internals came from /proc (which has none)."""
+    kinds = INET_NETIDS | (UNIX_NETIDS if "memory" in asked else frozenset())
+    missing = sum(1 for sock in found if sock.internals is None and sock.netid in kinds)
+    if not missing:
+        return None
+    return f"{_count(missing, 'socket')} read from /proc/net have no internals (-i, -m, -o, --cgroup need netlink sock_diag)"
 
 
 def _namespaces_sockets(query: Query, root: str, notes: list[str]) -> list[Socket]:
@@ -174,7 +212,7 @@ def _namespace_sockets(query: Query, root: str, label: str | None, entered: bool
         if netid in netids:
             plan += [_inet_job(netid, af, query.states, label, query.local_port, query.internals) for _fam, af in inet_families]
     if netids & UNIX_NETIDS and Family.UNIX in query.families:
-        plan.append(_unix_job(query.states, label))
+        plan.append(_unix_job(query.states, label, "memory" in query.internals))
     if NetId.NETLINK in netids and Family.NETLINK in query.families:
         plan.append(_netlink_job(label))
     if netids & PACKET_NETIDS and Family.PACKET in query.families:
@@ -256,11 +294,11 @@ def _inet_job(netid: NetId, af: int, states: int, label: str | None, local_port:
     )
 
 
-def _unix_job(states: int, label: str | None) -> _Job:
+def _unix_job(states: int, label: str | None, memory: bool = False) -> _Job:
     return _Job(
         "netlink unix_diag",
-        diag.unix_request(states),
-        lambda chunk, spans: diag.decode_unix(chunk, spans, label),
+        diag.unix_request(states, memory),
+        lambda chunk, spans: diag.decode_unix(chunk, spans, label, memory),
         _proc_file("unix", lambda text, path, skipped: _procnet().parse_unix(text, path, label, skipped)),
         fill_unix_peers,
     )

@@ -136,9 +136,15 @@ def ack_error(reply: bytes) -> int:
     return -int(_ERRNO.unpack_from(reply, _HEADER.size)[0])
 
 
-def unix_request(states: int) -> bytes:
-    """Give a unix_diag_req asking for names, peers, queues and uids."""
+UDIAG_SHOW_MEMINFO = 0x20
+UNIX_DIAG_MEMINFO = 5
+
+
+def unix_request(states: int, memory: bool = False) -> bytes:
+    """Give a unix_diag_req asking for names, peers, queues and uids (and memory, with `memory`)."""
     show = 0x01 | 0x04 | 0x10 | 0x40  # UDIAG_SHOW_NAME | PEER | RQLEN | UID
+    if memory:
+        show |= UDIAG_SHOW_MEMINFO
     return request(struct.pack("=BBHIII8x", socket.AF_UNIX, 0, 0, states, 0, show))
 
 
@@ -322,8 +328,12 @@ def decode_inet(
     devices = devices or Devices()
     spans = list(spans)
     fast = native.accel
-    if fast is not None and not internals:  # the whole chunk in one call, or None for anything unusual in it
-        rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices)
+    if fast is not None:  # the whole chunk in one call, or None for anything unusual in it
+        inside = None
+        if internals:
+            want = ("timers" in internals) | ("cgroup" in internals) << 1
+            inside = (want, Internals, TcpInfo, SocketMemory, Timer, _TIMERS)
+        rows = fast.inet_sockets(chunk, spans, netid, Family.INET, Family.INET6, KERNEL_STATES, Endpoint, Socket, netns, devices, inside)
         if rows is not None:
             return rows  # type: ignore[no-any-return]
     out: list[Socket] = []
@@ -404,46 +414,67 @@ EXT_CONG = 1 << (INET_DIAG_CONG - 1)
 EXT_SKMEMINFO = 1 << (INET_DIAG_SKMEMINFO - 1)
 
 # struct tcp_info, in the order of linux/tcp.h. The first part (to total_retrans, 104 bytes)
-# is in every kernel with inet_diag; later kernels appended the rest, so the fields past the
-# length the kernel sent are None.
+# is in every kernel with inet_diag; later kernels appended the rest a few fields at a time
+# (pacing rates in 3.15, bytes_acked 4.1, segs 4.2, ... rcv_wnd and rehash 6.2), so a field
+# past the length the kernel sent is None.
 _TCP_INFO_HEAD = struct.Struct("=8B24I")
-_TCP_INFO_TAIL = (  # (struct format, fields it fills), appended in kernel order
-    ("QQQQII", 6),  # pacing_rate, max_pacing_rate, bytes_acked, bytes_received, segs_out, segs_in
-    ("IIII", 4),  # notsent_bytes, min_rtt, data_segs_in, data_segs_out
-    ("Q", 1),  # delivery_rate
-    ("QQQ", 3),  # busy_time, rwnd_limited, sndbuf_limited
-    ("II", 2),  # delivered, delivered_ce
-    ("QQII", 4),  # bytes_sent, bytes_retrans, dsack_dups, reord_seen
-    ("I", 1),  # rcv_ooopack
-    ("I", 1),  # snd_wnd
-    ("II", 2),  # rcv_wnd, rehash
+_TCP_INFO_TAIL = (
+    "Q",  # pacing_rate
+    "Q",  # max_pacing_rate
+    "Q",  # bytes_acked
+    "Q",  # bytes_received
+    "I",  # segs_out
+    "I",  # segs_in
+    "I",  # notsent_bytes
+    "I",  # min_rtt
+    "I",  # data_segs_in
+    "I",  # data_segs_out
+    "Q",  # delivery_rate
+    "Q",  # busy_time
+    "Q",  # rwnd_limited
+    "Q",  # sndbuf_limited
+    "I",  # delivered
+    "I",  # delivered_ce
+    "Q",  # bytes_sent
+    "Q",  # bytes_retrans
+    "I",  # dsack_dups
+    "I",  # reord_seen
+    "I",  # rcv_ooopack
+    "I",  # snd_wnd
+    "I",  # rcv_wnd
+    "I",  # rehash
 )
-_TCP_INFO_PARTS = [(struct.Struct("=" + fields), count) for fields, count in _TCP_INFO_TAIL]
+_TCP_INFO_FULL = struct.Struct("=8B24I" + "".join(_TCP_INFO_TAIL))
+_TCP_INFO_PARTS = [struct.Struct("=" + field) for field in _TCP_INFO_TAIL]
 _RATE_FIELDS = {0, 1, 10}  # pacing_rate, max_pacing_rate, delivery_rate: bytes/s in the kernel
-_TIMERS = ("", "on", "keepalive", "timewait", "persist")
+_TIMERS = ("", "on", "keepalive", "timewait", "persist", "delack")
+#: A rate of all ones: the kernel's "no limit" (sk_max_pacing_rate unset), kept as it is.
+NO_RATE_LIMIT = (1 << 64) - 1
 
 
 def tcp_info(raw: bytes | memoryview) -> TcpInfo:
     """Give the TcpInfo of a struct tcp_info as the kernel sent it (any kernel's length).
 
-    Rates become bits per second, as `ss` prints them; a field the kernel did not send is None.
+    Rates become bits per second, as `ss` prints them, except the kernel's "no limit" (all
+    ones, NO_RATE_LIMIT), which stays as it is; a field the kernel did not send is None.
     """
     if len(raw) < _TCP_INFO_HEAD.size:
         raise DecodeError(f"tcp_info of {len(raw)} bytes is shorter than the {_TCP_INFO_HEAD.size} every kernel sends")
     head = _TCP_INFO_HEAD.unpack_from(raw)
     wscale, flags = head[6], head[7]
     values = [*head[:6], wscale & 0xF, wscale >> 4, bool(flags & 1), *head[8:]]
-    offset = _TCP_INFO_HEAD.size
-    tail: list[int | None] = []
-    for part, count in _TCP_INFO_PARTS:
-        if offset + part.size > len(raw):
-            tail += [None] * count
-            continue
-        tail += part.unpack_from(raw, offset)
-        offset += part.size
+    tail: list[int | None]
+    if len(raw) >= _TCP_INFO_FULL.size:  # this kernel's or a newer one's: every field at once
+        tail = list(_TCP_INFO_FULL.unpack_from(raw)[len(head) :])
+    else:
+        offset = _TCP_INFO_HEAD.size
+        tail = []
+        for part in _TCP_INFO_PARTS:
+            tail += part.unpack_from(raw, offset) if offset + part.size <= len(raw) else (None,)
+            offset += part.size
     for index in _RATE_FIELDS:
         rate = tail[index]
-        if rate is not None:
+        if rate is not None and rate != NO_RATE_LIMIT:
             tail[index] = rate * 8
     return TcpInfo(*values, *tail)
 
@@ -511,8 +542,11 @@ def unix_path(raw: bytes) -> str | None:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -> list[Socket]:
-    """Give the Sockets of unix_diag replies; peers carry the peer's inode (path filled later)."""
+def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None, memory: bool = False) -> list[Socket]:
+    """Give the Sockets of unix_diag replies; peers carry the peer's inode (path filled later).
+
+    With `memory`, each Socket carries Internals holding its memory (UNIX_DIAG_MEMINFO).
+    """
     source = "netlink unix_diag reply"
     out: list[Socket] = []
     for message in messages(chunk, spans):
@@ -538,9 +572,14 @@ def decode_unix(chunk: bytes, spans: Iterable[Span], netns: str | None = None) -
                 _u32(attrs.get(7)),
                 netns,
                 cookie=cookie_low | cookie_high << 32,
+                internals=_unix_internals(attrs.get(UNIX_DIAG_MEMINFO)) if memory else None,
             )
         )
     return out
+
+
+def _unix_internals(meminfo: memoryview | None) -> Internals:
+    return Internals(memory=socket_memory(meminfo) if meminfo is not None and len(meminfo) >= 28 else None)
 
 
 NETLINK_PROTOCOLS = {
