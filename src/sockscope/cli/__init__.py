@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "connect": "connect",
     "listen": "listen",
     "scan": "scan",
+    "events": "events",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
