@@ -70,6 +70,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     as_json = args.json or args.jsonl
     out = env.stdout
     shown = 0
+    kinds = " and ".join(sorted(n.value.upper() for n in watcher.netids))
+    env.note(f"watching {kinds} sockets: opens every {args.interval:g}s, closes as they happen ({watcher.subscription.buffer_bytes} bytes of buffer)")
+    env.stderr.flush()
     try:
         if not as_json:
             out.write(_LINE.format(*_TITLES))

@@ -34,6 +34,8 @@ HIDDEN = "held by a process this PID namespace does not show"
 FIN_RECEIVED = frozenset({State.CLOSE_WAIT, State.LAST_ACK, State.CLOSING, State.TIME_WAIT})
 PAIR_WAIT = 0.25  # seconds a close of a local connection waits for its other end's close
 GONE_TICKS = 2  # dumps without a socket (and no close message) before it is reported closed
+LISTEN_MEMORY = 300.0  # seconds a port still counts as listening after its listener went (socat without fork, restarts)
+FINISHED_MEMORY = 10.0  # seconds a closed socket's cookie is remembered, so a late dump does not open it again
 GUESS_AFTER = 2  # connections a process was seen making to a peer before it is named as the maker of unseen ones
 
 
@@ -76,6 +78,7 @@ class _Tracked(NamedTuple):
     process: Process | None
     how: str
     tries: int  # owner lookups made for it
+    direction: str
 
 
 def direction_of(sock: Socket, listening: frozenset[tuple[NetId, str, int]]) -> str:
@@ -148,16 +151,20 @@ class Watcher:
         # (netid, peer) -> the process that made the last connections there, with how many it made
         self.connectors: dict[tuple[NetId, Endpoint], tuple[Process, set[int]]] = {}
         self.held: dict[tuple[NetId, Endpoint, Endpoint], tuple[float, Event, int]] = {}  # close of a local connection waiting for its other end
+        self.sent: dict[tuple[NetId, Endpoint, Endpoint], tuple[float, int]] = {}  # bytes sent by a local end that closed, for its other end
         self.lost = 0
+        self.finished: dict[int, float] = {}  # cookie -> when its close message came
         self.opened = self.closed = 0
         first = self._snapshot()
         holders = self.holders.prime()
+        self.listened: dict[tuple[NetId, str, int], float] = dict.fromkeys(first.listening, first.taken)
         self.listening = first.listening
         self.listener_holders: dict[tuple[NetId, str, int], tuple[Owner, ...]] = {}
         self.local_addresses: set[str] = set()
         for cookie, sock in first.sockets.items():
             process = process_of(holders.get(sock.inode, ()))
-            self.tracked[cookie] = _Tracked(sock, first.taken, True, process, HOLDER if process else self._why(sock, 1), 1)
+            how = HOLDER if process else self._why(sock, 1)
+            self.tracked[cookie] = _Tracked(sock, first.taken, True, process, how, 1, direction_of(sock, self.listening))
         self._learn()
         self.previous_dump = first.taken
 
@@ -166,7 +173,7 @@ class Watcher:
         self.subscription.close()
 
     def _snapshot(self) -> Snapshot:
-        return take_snapshot(self.netids, self.families, self.proc_root)
+        return take_snapshot(self.netids, self.families, self.proc_root, self.tracked)
 
     # ------------------------------------------------------------------ the loop
 
@@ -216,9 +223,10 @@ class Watcher:
         info = final.internals.tcp if final.internals is not None else None
         tracked = self.tracked.pop(cookie, None)
         self.missing.pop(cookie, None)
+        self.finished[cookie] = now
         if tracked is not None:
             sock = tracked.socket
-            process, how = tracked.process, tracked.how
+            process, how, direction = tracked.process, tracked.how, tracked.direction
             duration, bound = now - tracked.first_seen, "at least"
             reason = f"closed from {sock.state.value}"
             fin: bool | None = True if sock.state in FIN_RECEIVED else None
@@ -230,6 +238,7 @@ class Watcher:
             if final.netid is NetId.TCP and peer.port == 0:
                 return None  # never connected (a failed connect, or a socket only created): not a connection
             process, how = self._unseen_process(final)
+            direction = direction_of(final, self.listening)
             duration, bound = now - self.previous_dump, "at most"
             reason = UNSEEN
             fin = None
@@ -240,7 +249,7 @@ class Watcher:
         return Event(
             time.time(),
             "close",
-            direction_of(sock, self.listening),
+            direction,
             sock._replace(internals=final.internals),
             process,
             how,
@@ -275,36 +284,49 @@ class Watcher:
         return None
 
     def _pair(self, event: Event) -> Iterator[Event]:
-        """Hold the close of a connection between two local sockets until its other end closes too.
+        """Match the close of a connection between two local sockets with its other end's close.
 
-        Each end's sent count then gives the other's exact received count, which the kernel's
-        own received count cannot (it may hold the peer's FIN).
+        Each end's sent count gives the other's exact received count, which the kernel's own
+        received count cannot (it may hold the peer's FIN). A close not exact yet waits up to
+        PAIR_WAIT seconds for its other end; an exact one is remembered as long for the other.
         """
         sock = event.socket
-        if event.kind != "close" or sock is None or sock.netid is not NetId.TCP or event.rx_exact:
+        if event.kind != "close" or sock is None or sock.netid is not NetId.TCP:
             yield event
             return
         local, peer = sock.local, sock.peer
         if not isinstance(local, Endpoint) or not isinstance(peer, Endpoint) or not _is_local(peer.address, self.local_addresses):
             yield event
             return
-        mirror = self.held.pop((sock.netid, peer, local), None)
-        if mirror is None:
-            received = sock.internals.tcp.bytes_received if sock.internals and sock.internals.tcp else None
-            self.held[(sock.netid, local, peer)] = (time.monotonic() + PAIR_WAIT, event, received or 0)
+        info = sock.internals.tcp if sock.internals is not None else None
+        received = info.bytes_received if info is not None else None
+        mirror_key = (sock.netid, peer, local)
+        held = self.held.pop(mirror_key, None)
+        if held is not None:
+            _deadline, other, other_received = held
+            if event.tx_bytes is not None:
+                other = other._replace(rx_bytes=min(other_received, event.tx_bytes), rx_exact=True)
+            if not event.rx_exact and other.tx_bytes is not None and received is not None:
+                event = event._replace(rx_bytes=min(received, other.tx_bytes), rx_exact=True)
+            yield other
+            yield event
             return
-        _deadline, other, other_received = mirror
-        mine = sock.internals.tcp.bytes_received if sock.internals and sock.internals.tcp else None
-        if other.tx_bytes is not None and mine is not None:
-            event = event._replace(rx_bytes=min(mine, other.tx_bytes), rx_exact=True)
-        if event.tx_bytes is not None:
-            other = other._replace(rx_bytes=min(other_received, event.tx_bytes), rx_exact=True)
-        yield other
-        yield event
+        sent = self.sent.pop(mirror_key, None)
+        if not event.rx_exact and sent is not None and received is not None:
+            event = event._replace(rx_bytes=min(received, sent[1]), rx_exact=True)
+        if event.rx_exact:
+            if event.tx_bytes is not None and sent is None:
+                self.sent[(sock.netid, local, peer)] = (time.monotonic() + PAIR_WAIT, event.tx_bytes)
+            yield event
+            return
+        self.held[(sock.netid, local, peer)] = (time.monotonic() + PAIR_WAIT, event, received or 0)
 
     def _release(self, all_of_them: bool = False) -> Iterator[Event]:
         """Give the held closes whose other end did not close in time, as they are."""
         now = time.monotonic()
+        for key, (deadline, _sent) in list(self.sent.items()):
+            if deadline <= now:
+                del self.sent[key]
         for key, (deadline, event, _received) in list(self.held.items()):
             if all_of_them or deadline <= now:
                 del self.held[key]
@@ -315,8 +337,19 @@ class Watcher:
     def _tick(self, quick_allowed: bool) -> Generator[Event, None, bool]:
         snap = self._snapshot()
         yield from self._read()  # closes that happened before the dump: they must not look "gone"
-        self.listening = listening_ports([*snap.sockets.values(), *(t.socket for t in self.tracked.values() if t.socket.state is State.LISTEN)])
-        opened, _gone = diff({cookie: t.socket for cookie, t in self.tracked.items()}, snap.sockets)
+        for key in listening_ports(snap.sockets.values()):
+            self.listened[key] = snap.taken
+        for key, last in list(self.listened.items()):
+            if snap.taken - last > LISTEN_MEMORY:
+                del self.listened[key]
+                self.listener_holders.pop(key, None)
+        self.listening = frozenset(self.listened)
+        # a dump taken just before a close message was read still shows that socket: not a new one
+        for cookie, when in list(self.finished.items()):
+            if snap.taken - when > FINISHED_MEMORY:
+                del self.finished[cookie]
+        known = {cookie: t.socket for cookie, t in self.tracked.items()}
+        opened = [sock for sock in diff(known, snap.sockets).opened if sock.cookie not in self.finished]
         for cookie, tracked in list(self.tracked.items()):
             sock = snap.sockets.get(cookie)
             if sock is not None:
@@ -336,7 +369,7 @@ class Watcher:
         for sock in opened:
             tracked = self.tracked[sock.cookie or 0]
             self.opened += 1
-            yield Event(time.time(), "open", direction_of(sock, self.listening), sock, tracked.process, tracked.how, reason="seen in a dump")
+            yield Event(time.time(), "open", tracked.direction, sock, tracked.process, tracked.how, reason="seen in a dump")
         self.previous_dump = snap.taken
         return bool(unresolved) and quick_allowed
 
@@ -360,7 +393,7 @@ class Watcher:
             if process is None:
                 how = self._why(sock, 1)
                 unresolved += sock.netid is NetId.TCP and sock.state is not State.LISTEN
-            self.tracked[sock.cookie or 0] = _Tracked(sock, taken, False, process, how, 1)
+            self.tracked[sock.cookie or 0] = _Tracked(sock, taken, False, process, how, 1, direction_of(sock, self.listening))
         return unresolved
 
     def _resolve_again(self, cookies: list[int]) -> None:
@@ -380,7 +413,6 @@ class Watcher:
 
     def _learn(self) -> None:
         """Remember the listeners' holders and who connects where, for connections never seen open."""
-        self.listener_holders = {}
         self.local_addresses = set()
         for t in self.tracked.values():
             sock, local, peer = t.socket, t.socket.local, t.socket.peer
@@ -393,7 +425,7 @@ class Watcher:
             if sock.state is State.LISTEN:
                 address = "" if local.address in ("0.0.0.0", "::") else local.address
                 self.listener_holders[(sock.netid, address, local.port)] = (owner,)
-            elif peer.port and not is_accepted(sock, self.listening):
+            elif t.direction == "out" and peer.port:
                 key = (sock.netid, peer)
                 known = self.connectors.get(key)
                 if known is None or known[0] != t.process:
@@ -410,7 +442,7 @@ class Watcher:
         return Event(
             time.time(),
             "close",
-            direction_of(sock, self.listening),
+            tracked.direction,
             sock,
             tracked.process,
             tracked.how,

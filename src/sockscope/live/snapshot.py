@@ -61,10 +61,13 @@ def is_connection(sock: Socket) -> bool:
     return isinstance(local, Endpoint) and local.port != 0
 
 
-def take_snapshot(netids: frozenset[NetId], families: frozenset[Family], proc_root: str | None = None) -> Snapshot:
-    """Give a Snapshot of the TCP and UDP sockets (with tcp_info) of this network namespace.
+def take_snapshot(netids: frozenset[NetId], families: frozenset[Family], proc_root: str | None = None, keep: Collection[int] = ()) -> Snapshot:
+    """Give a Snapshot of the TCP and UDP sockets of this network namespace (and the `keep` cookies).
 
-    Sockets without a cookie (the /proc fallback has none) cannot be followed and are left out.
+    Sockets without a cookie (the /proc fallback has none) cannot be followed and are left out,
+    and so are those without an inode: TIME-WAIT entries (which the kernel shows in FIN-WAIT-2
+    too, and which a busy server holds by the ten thousand) and sockets their process already
+    closed, which no process can be named for. The caller keeps following those it knew.
     """
     query = Query(
         netids=netids,
@@ -72,11 +75,10 @@ def take_snapshot(netids: frozenset[NetId], families: frozenset[Family], proc_ro
         families=families,
         source="netlink",
         proc_root=proc_root,
-        internals=frozenset({"info"}),
     )
     found = take(query).sockets
     taken = time.monotonic()
-    sockets = {sock.cookie: sock for sock in found if sock.cookie is not None and is_connection(sock)}
+    sockets = {sock.cookie: sock for sock in found if sock.cookie is not None and is_connection(sock) and (sock.inode or sock.cookie in keep)}
     return Snapshot(sockets, taken, listening_ports(sockets.values()))
 
 
