@@ -13,7 +13,7 @@ import ipaddress
 import os
 import select
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import NamedTuple
 
 from ..inventory import proc_root as default_proc_root
@@ -165,7 +165,9 @@ class Watcher:
             process = process_of(holders.get(sock.inode, ()))
             how = HOLDER if process else self._why(sock, 1)
             self.tracked[cookie] = _Tracked(sock, first.taken, True, process, how, 1, direction_of(sock, self.listening))
-        self._learn()
+        self.latest = first.sockets  # the last dump: each followed socket as last seen
+        self.unresolved: set[int] = {cookie for cookie, t in self.tracked.items() if t.process is None}
+        self._learn(self.tracked.values())
         self.previous_dump = first.taken
 
     def close(self) -> None:
@@ -223,9 +225,10 @@ class Watcher:
         info = final.internals.tcp if final.internals is not None else None
         tracked = self.tracked.pop(cookie, None)
         self.missing.pop(cookie, None)
+        self.unresolved.discard(cookie)
         self.finished[cookie] = now
         if tracked is not None:
-            sock = tracked.socket
+            sock = self.latest.get(cookie, tracked.socket)
             process, how, direction = tracked.process, tracked.how, tracked.direction
             duration, bound = now - tracked.first_seen, "at least"
             reason = f"closed from {sock.state.value}"
@@ -348,24 +351,24 @@ class Watcher:
         for cookie, when in list(self.finished.items()):
             if snap.taken - when > FINISHED_MEMORY:
                 del self.finished[cookie]
-        known = {cookie: t.socket for cookie, t in self.tracked.items()}
-        opened = [sock for sock in diff(known, snap.sockets).opened if sock.cookie not in self.finished]
-        for cookie, tracked in list(self.tracked.items()):
-            sock = snap.sockets.get(cookie)
-            if sock is not None:
-                self.missing.pop(cookie, None)
-                self.tracked[cookie] = tracked._replace(socket=sock)
-                continue
+        # set operations on the keys, not a Python loop over every socket: a busy host has tens of thousands
+        current = snap.sockets
+        change = diff(self.tracked, current)
+        opened = [sock for sock in change.opened if sock.cookie not in self.finished]
+        for cookie in [cookie for cookie in self.missing if cookie in current or cookie not in self.tracked]:
+            del self.missing[cookie]
+        for cookie in change.gone:
             self.missing[cookie] = self.missing.get(cookie, 0) + 1
             if self.missing[cookie] >= GONE_TICKS:  # no close message came: lost, or not a socket the kernel reports
                 del self.missing[cookie]
-                del self.tracked[cookie]
-                yield self._gone(tracked)
+                self.unresolved.discard(cookie)
+                yield self._gone(self.tracked.pop(cookie), self.latest.get(cookie))
+        self.latest = current
         unresolved = self._resolve(opened, snap.taken)
-        retry = [cookie for cookie, t in self.tracked.items() if t.process is None and t.tries == 1 and t.socket.inode and cookie in snap.sockets]
+        retry = [cookie for cookie in self.unresolved if cookie in current and self.tracked[cookie].tries == 1]
         if retry:
             self._resolve_again(retry)
-        self._learn()
+        self._learn([self.tracked[cookie] for cookie in [*(sock.cookie or 0 for sock in opened), *retry]])
         for sock in opened:
             tracked = self.tracked[sock.cookie or 0]
             self.opened += 1
@@ -394,6 +397,8 @@ class Watcher:
                 how = self._why(sock, 1)
                 unresolved += sock.netid is NetId.TCP and sock.state is not State.LISTEN
             self.tracked[sock.cookie or 0] = _Tracked(sock, taken, False, process, how, 1, direction_of(sock, self.listening))
+            if process is None:
+                self.unresolved.add(sock.cookie or 0)
         return unresolved
 
     def _resolve_again(self, cookies: list[int]) -> None:
@@ -403,6 +408,7 @@ class Watcher:
         for cookie, t in zip(cookies, tracked, strict=True):
             process = process_of(found.get(t.socket.inode, ()))
             self.tracked[cookie] = t._replace(process=process, how=HOLDER if process else self._why(t.socket, 2), tries=2)
+            self.unresolved.discard(cookie)
 
     def _why(self, sock: Socket, tries: int) -> str:
         if sock.inode == 0:
@@ -411,10 +417,9 @@ class Watcher:
             return other_user(sock.uid)
         return HIDDEN if tries >= 2 and self.root else NOT_FOUND
 
-    def _learn(self) -> None:
-        """Remember the listeners' holders and who connects where, for connections never seen open."""
-        self.local_addresses = set()
-        for t in self.tracked.values():
+    def _learn(self, tracked: Iterable[_Tracked]) -> None:
+        """Remember the listeners' holders, local addresses and who connects where (for connections never seen open)."""
+        for t in tracked:
             sock, local, peer = t.socket, t.socket.local, t.socket.peer
             if not isinstance(local, Endpoint) or not isinstance(peer, Endpoint):
                 continue
@@ -434,8 +439,8 @@ class Watcher:
                     known[1].add(sock.cookie or 0)
         self.local_addresses -= {"0.0.0.0", "::"}
 
-    def _gone(self, tracked: _Tracked) -> Event:
-        sock = tracked.socket
+    def _gone(self, tracked: _Tracked, last: Socket | None) -> Event:
+        sock = last or tracked.socket
         info = sock.internals.tcp if sock.internals is not None else None
         sent, received, _exact = data_bytes(info, sock.state in FIN_RECEIVED)
         self.closed += 1
