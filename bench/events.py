@@ -9,6 +9,7 @@ the event says). Close messages lost must be 0. Then the CPU `events` uses at id
 hundred sockets open. Run by hand, as root (the receive buffer is forced past rmem_max):
 
     sudo python bench/events.py [--rate 5000] [--seconds 10] [--out 1000] [--in 3000] [--idle-sockets 300]
+    sudo python bench/events.py --own-netns      # idle only, in a namespace of its own (a shared host's sockets left out)
 """
 
 from __future__ import annotations
@@ -124,7 +125,17 @@ def main() -> None:
     parser.add_argument("--in", dest="inn", type=int, default=3000, help="bytes the server sends back")
     parser.add_argument("--idle-sockets", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=10)
+    parser.add_argument("--idle-only", action="store_true", help="only the idle measurement")
+    parser.add_argument("--own-netns", action="store_true", help="the idle measurement in a new network namespace (root): other sockets of the host left out")
     args = parser.parse_args()
+    if args.own_netns:
+        again = f"{PY} {os.path.abspath(__file__)} --idle-only --idle-sockets {args.idle_sockets} --idle-seconds {args.idle_seconds}"
+        command = f"ip link set lo up && exec {again}"
+        subprocess.run(["unshare", "--net", "sh", "-c", command], check=True)
+        return
+    if args.idle_only:
+        idle(args)
+        return
     if not (1 <= args.rate <= 20000 and 0 < args.seconds <= 60):
         parser.error("--rate 1..20000, --seconds up to 60")
     with tempfile.TemporaryDirectory() as directory:
