@@ -30,6 +30,7 @@ UNSEEN = "the socket closed before a dump saw it open"
 NOT_FOUND = "no process showed it (it was closed or its process exited before the scan)"
 ORPHANED = "its process had already closed it"
 HIDDEN = "held by a process this PID namespace does not show"
+LOST = "close messages dropped by the kernel (receive buffer full; of any socket, the filter cannot tell)"
 # States in which the peer's FIN has arrived: the kernel's byte count holds it as one byte.
 FIN_RECEIVED = frozenset({State.CLOSE_WAIT, State.LAST_ACK, State.CLOSING, State.TIME_WAIT})
 PAIR_WAIT = 0.25  # seconds a close of a local connection waits for its other end's close
@@ -183,6 +184,8 @@ class Watcher:
         """Yield the events that pass the filter as they happen, until the monotonic time `until` (None: for ever)."""
         for event in self._events(until):
             if keep(event, self.where):
+                self.opened += event.kind == "open"
+                self.closed += event.kind == "close"
                 yield event
 
     def _events(self, until: float | None) -> Iterator[Event]:
@@ -211,7 +214,7 @@ class Watcher:
         reading = self.subscription.read()
         if reading.lost:
             self.lost += reading.lost
-            yield Event(time.time(), "lost", "", None, None, "", reason="close messages dropped by the kernel (receive buffer full)", lost=reading.lost)
+            yield Event(time.time(), "lost", "", None, None, "", reason=LOST, lost=reading.lost)
         for sock in reading.closed:
             event = self._closed(sock)
             if event is not None:
@@ -248,7 +251,6 @@ class Watcher:
         if sock.netid is not NetId.TCP:
             fin = False
         sent, received, exact = data_bytes(info, fin)
-        self.closed += 1
         return Event(
             time.time(),
             "close",
@@ -371,7 +373,6 @@ class Watcher:
         self._learn([self.tracked[cookie] for cookie in [*(sock.cookie or 0 for sock in opened), *retry]])
         for sock in opened:
             tracked = self.tracked[sock.cookie or 0]
-            self.opened += 1
             yield Event(time.time(), "open", tracked.direction, sock, tracked.process, tracked.how, reason="seen in a dump")
         self.previous_dump = snap.taken
         return bool(unresolved) and quick_allowed
@@ -443,7 +444,6 @@ class Watcher:
         sock = last or tracked.socket
         info = sock.internals.tcp if sock.internals is not None else None
         sent, received, _exact = data_bytes(info, sock.state in FIN_RECEIVED)
-        self.closed += 1
         return Event(
             time.time(),
             "close",
