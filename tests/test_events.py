@@ -3,6 +3,7 @@ them opening and closing, with the right direction, bytes and process."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -223,3 +224,46 @@ def test_table_names_the_columns() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:4] == ["TIME", "EVENT", "PID", "PROCESS"]
     assert os.linesep not in result.stderr.strip() or "watching" in result.stderr
+
+
+@pytest.mark.skipif(not (have("ss") and have("stdbuf")), reason="needs ss and stdbuf")
+def test_closes_agree_with_ss_events() -> None:
+    """`ss -E -i` listens to the same kernel groups: the same connections close, with the same
+    bytes sent, and one byte fewer received (ss counts the peer's FIN as the kernel does)."""
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    ss = subprocess.Popen(["stdbuf", "-oL", "ss", "-E", "-tni"], stdout=subprocess.PIPE, text=True)
+    with watching("--jsonl", "-t", "--interval", "5", *port_filter(port)) as events:
+        time.sleep(0.3)  # ss subscribed too
+        for size in (100, 2000, 30000):
+            client = socket.create_connection(("127.0.0.1", port))
+            accepted, _peer = listener.accept()
+            client.sendall(b"x" * size)
+            got = 0
+            while got < size:
+                got += len(accepted.recv(65536))
+            accepted.sendall(b"y" * 7)
+            assert client.recv(100) == b"y" * 7
+            client.close()
+            accepted.close()
+        time.sleep(0.5)
+        events.send_signal(signal.SIGINT)
+        out, _err = events.communicate(timeout=10)
+    ss.send_signal(signal.SIGINT)
+    ss_out, _ = ss.communicate(timeout=10)
+    listener.close()
+    theirs: dict[tuple[str, str], tuple[int, int]] = {}
+    rows = ss_out.splitlines()
+    for row, details in itertools.pairwise(rows):
+        fields = row.split()
+        if len(fields) >= 5 and f":{port}" in row and "bytes_received" in details:
+            numbers = dict(item.split(":", 1) for item in details.split() if item.startswith(("bytes_sent:", "bytes_received:")))
+            theirs[(fields[3], fields[4])] = (int(numbers.get("bytes_sent", 0)), int(numbers["bytes_received"]))
+    ours = {
+        (f"{e['local']['address']}:{e['local']['port']}", f"{e['peer']['address']}:{e['peer']['port']}"): (e["tx_bytes"], e["rx_bytes"])
+        for e in lines(out)
+        if e["kind"] == "close" and e["direction"] != "listen"
+    }
+    assert set(ours) == set(theirs) and len(ours) == 6, (ours, theirs)
+    for ends, (sent, received) in ours.items():
+        assert (sent, received + 1) == theirs[ends]
