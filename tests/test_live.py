@@ -12,7 +12,7 @@ import pytest
 from sockscope.errors import DecodeError
 from sockscope.inventory import diag
 from sockscope.live import closing
-from sockscope.live.events import data_bytes, direction_of
+from sockscope.live.events import data_bytes, direction_of, never_established
 from sockscope.live.snapshot import diff, is_connection, listening_ports
 from sockscope.model import Endpoint, Family, NetId, Socket, State, TcpInfo
 
@@ -75,6 +75,14 @@ def test_data_bytes_leave_out_retransmits_and_the_peer_fin_when_it_is_known() ->
     assert data_bytes(info(301, 1000, 0), None) == (1000, 301, False)  # unknown: as counted, and said so
     assert data_bytes(info(0, None, None, acked=51), None)[0] == 50  # old kernels: acked less our FIN
     assert data_bytes(None, True) == (None, None, True)
+
+
+def test_a_connection_that_never_got_through_is_told_apart() -> None:
+    refused = info(0, 0, 0)._replace(delivered=0, min_rtt_us=0xFFFFFFFF)
+    reset_after_handshake = info(0, 0, 0)._replace(delivered=1, min_rtt_us=35)
+    assert never_established(refused)
+    assert not never_established(reset_after_handshake)
+    assert not never_established(None)
 
 
 def sock(state: State, local: int, peer: int, netid: NetId = NetId.TCP, cookie: int = 1, address: str = "127.0.0.1") -> Socket:

@@ -30,6 +30,8 @@ UNSEEN = "the socket closed before a dump saw it open"
 NOT_FOUND = "no process showed it (it was closed or its process exited before the scan)"
 ORPHANED = "its process had already closed it"
 HIDDEN = "held by a process this PID namespace does not show"
+NEVER_ESTABLISHED = "never established (refused, or no answer)"
+NO_RTT = 0xFFFFFFFF  # tcpi_min_rtt before any sample
 LOST = "close messages dropped by the kernel (receive buffer full; of any socket, the filter cannot tell)"
 # States in which the peer's FIN has arrived: the kernel's byte count holds it as one byte.
 FIN_RECEIVED = frozenset({State.CLOSE_WAIT, State.LAST_ACK, State.CLOSING, State.TIME_WAIT})
@@ -111,6 +113,12 @@ def data_bytes(info: TcpInfo | None, fin_received: bool | None) -> tuple[int | N
     if fin_received and received > 0:
         received -= 1
     return sent, received, fin_received is not None
+
+
+def never_established(info: TcpInfo | None) -> bool:
+    """Tell from a final tcp_info whether a connection never got through: no RTT was ever
+    measured (the SYN was never answered, or answered by a reset) and nothing was delivered."""
+    return info is not None and info.delivered == 0 and info.min_rtt_us == NO_RTT
 
 
 def _is_local(address: str, locals_seen: set[str]) -> bool:
@@ -250,6 +258,8 @@ class Watcher:
             fin = None
         if sock.netid is not NetId.TCP:
             fin = False
+        elif never_established(info):
+            fin, reason = False, NEVER_ESTABLISHED
         sent, received, exact = data_bytes(info, fin)
         return Event(
             time.time(),
