@@ -39,6 +39,7 @@ PAIR_WAIT = 0.25  # seconds a close of a local connection waits for its other en
 GONE_TICKS = 2  # dumps without a socket (and no close message) before it is reported closed
 LISTEN_MEMORY = 300.0  # seconds a port still counts as listening after its listener went (socat without fork, restarts)
 FINISHED_MEMORY = 10.0  # seconds a closed socket's cookie is remembered, so a late dump does not open it again
+QUICK_SHARE = 0.05  # an early extra dump only when a dump costs less than this share of the interval
 GUESS_AFTER = 2  # connections a process was seen making to a peer before it is named as the maker of unseen ones
 
 
@@ -164,6 +165,7 @@ class Watcher:
         self.lost = 0
         self.finished: dict[int, float] = {}  # cookie -> when its close message came
         self.opened = self.closed = 0
+        self.dump_seconds = 0.0
         first = self._snapshot()
         holders = self.holders.prime()
         self.listened: dict[tuple[NetId, str, int], float] = dict.fromkeys(first.listening, first.taken)
@@ -184,7 +186,10 @@ class Watcher:
         self.subscription.close()
 
     def _snapshot(self) -> Snapshot:
-        return take_snapshot(self.netids, self.families, self.proc_root, self.tracked)
+        started = time.monotonic()
+        snap = take_snapshot(self.netids, self.families, self.proc_root, self.tracked)
+        self.dump_seconds = time.monotonic() - started
+        return snap
 
     # ------------------------------------------------------------------ the loop
 
@@ -385,7 +390,8 @@ class Watcher:
             tracked = self.tracked[sock.cookie or 0]
             yield Event(time.time(), "open", tracked.direction, sock, tracked.process, tracked.how, reason="seen in a dump")
         self.previous_dump = snap.taken
-        return bool(unresolved) and quick_allowed
+        # an early second dump names connections opened since this one, if dumps are cheap here
+        return bool(unresolved) and quick_allowed and self.dump_seconds < QUICK_SHARE * self.interval
 
     def _resolve(self, opened: list[Socket], taken: float) -> int:
         """Track the opened sockets with their processes; give how many are still without one."""
