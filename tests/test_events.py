@@ -114,7 +114,7 @@ def test_a_client_that_exits_before_any_dump_still_closes_with_a_reason(tmp_path
         serving.wait(timeout=10)
     assert curl.stdout == b"hello" and nc.stdout.endswith(b"hello")
     found = lines(out)
-    outgoing = [e for e in found if e["kind"] == "close" and e["direction"] == "out"]
+    outgoing = [e for e in found if e["kind"] == "close" and e["direction"] == "out" and e["peer"]["port"] == port]
     assert len(outgoing) == 2, found
     for event in outgoing:
         assert event["process"] is None
@@ -125,8 +125,9 @@ def test_a_client_that_exits_before_any_dump_still_closes_with_a_reason(tmp_path
     curl_close = next(e for e in outgoing if e is not nc_close)
     assert (nc_close["rx_bytes"], curl_close["rx_bytes"]) == (response, response)
     assert curl_close["tx_bytes"] > 40  # its request
-    accepted = [e for e in found if e["kind"] == "close" and e["direction"] == "in"]
-    assert len(accepted) == 2
+    ours = {e["local"]["port"] for e in outgoing}  # other programs on the host may meet the port too
+    accepted = [e for e in found if e["kind"] == "close" and e["direction"] == "in" and e["peer"]["port"] in ours]
+    assert len(accepted) == 2, found
     assert all(e["process"]["pid"] == serving.pid and e["process"]["how"] == "listener" for e in accepted)
 
 
@@ -232,7 +233,7 @@ def test_closes_agree_with_ss_events() -> None:
     bytes sent, and one byte fewer received (ss counts the peer's FIN as the kernel does)."""
     port = free_port()
     listener = socket.create_server(("127.0.0.1", port))
-    ss = subprocess.Popen(["stdbuf", "-oL", "ss", "-E", "-tni"], stdout=subprocess.PIPE, text=True)
+    ss = subprocess.Popen(["stdbuf", "-oL", "ss", "-E", "-tni"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with watching("--jsonl", "-t", "--interval", "5", *port_filter(port)) as events:
         time.sleep(0.3)  # ss subscribed too
         for size in (100, 2000, 30000):
@@ -249,8 +250,11 @@ def test_closes_agree_with_ss_events() -> None:
         time.sleep(0.5)
         events.send_signal(signal.SIGINT)
         out, _err = events.communicate(timeout=10)
+    ended = ss.poll()
     ss.send_signal(signal.SIGINT)
-    ss_out, _ = ss.communicate(timeout=10)
+    ss_out, ss_err = ss.communicate(timeout=10)
+    if ended is not None:  # ss gives up when its own buffer overflows on a busy host; we count and go on
+        pytest.skip(f"ss -E ended early ({ended}): {ss_err.strip()[:200]}")
     listener.close()
     theirs: dict[tuple[str, str], tuple[int, int]] = {}
     rows = ss_out.splitlines()
@@ -264,6 +268,6 @@ def test_closes_agree_with_ss_events() -> None:
         for e in lines(out)
         if e["kind"] == "close" and e["direction"] != "listen"
     }
-    assert set(ours) == set(theirs) and len(ours) == 6, (ours, theirs)
+    assert set(ours) == set(theirs) and len(ours) == 6, (ours, theirs, ss_err)
     for ends, (sent, received) in ours.items():
         assert (sent, received + 1) == theirs[ends]
