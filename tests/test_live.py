@@ -12,7 +12,7 @@ import pytest
 from sockscope.errors import DecodeError
 from sockscope.inventory import diag
 from sockscope.live import closing
-from sockscope.live.events import data_bytes, direction_of, never_established
+from sockscope.live.event import data_bytes, direction_of, never_established
 from sockscope.live.snapshot import diff, is_connection, listening_ports
 from sockscope.model import Endpoint, Family, NetId, Socket, State, TcpInfo
 

@@ -13,7 +13,7 @@ from . import seconds
 from .environment import Environment
 
 if TYPE_CHECKING:
-    from ..live.events import Event
+    from ..live.event import Event
 
 _TITLES = ("TIME", "EVENT", "PID", "PROCESS", "USER", "DIR", "NETID", "LOCAL", "PEER", "TX", "RX", "DURATION", "NOTE")
 _LINE = "{:<12} {:<5} {:>7} {:<15} {:<10} {:<6} {:<5} {:<27} {:<27} {:>9} {:>9} {:>9} {}\n"

@@ -9,7 +9,6 @@ else it is a guess (the process that made the last connection to the same peer) 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import select
 import time
@@ -17,62 +16,35 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import NamedTuple
 
 from ..inventory import proc_root as default_proc_root
-from ..model import Endpoint, Family, NetId, Owner, Socket, State, TcpInfo
+from ..model import Endpoint, Family, NetId, Owner, Socket, State
 from . import closing
+from .event import (
+    FIN_RECEIVED,
+    GUESSED,
+    HIDDEN,
+    HOLDER,
+    LISTENER,
+    LOST,
+    NEVER_ESTABLISHED,
+    NOT_FOUND,
+    ORPHANED,
+    UNSEEN,
+    Event,
+    data_bytes,
+    direction_of,
+    keep,
+    never_established,
+    other_user,
+)
 from .holders import HolderMap, Process, process_of
+from .pairs import LocalPairs
 from .snapshot import Snapshot, diff, is_accepted, listening_ports, take_snapshot
 
-# How a process was told: it holds the socket; it holds the listener the connection came in on;
-# or it made the last connection to the same peer (the socket itself was never seen open).
-HOLDER, LISTENER, GUESSED = "holder", "listener", "guessed"
-# Why no process is named.
-UNSEEN = "the socket closed before a dump saw it open"
-NOT_FOUND = "no process showed it (it was closed or its process exited before the scan)"
-ORPHANED = "its process had already closed it"
-HIDDEN = "held by a process this PID namespace does not show"
-NEVER_ESTABLISHED = "never established (refused, or no answer)"
-NO_RTT = 0xFFFFFFFF  # tcpi_min_rtt before any sample
-LOST = "close messages dropped by the kernel (receive buffer full; of any socket, the filter cannot tell)"
-# States in which the peer's FIN has arrived: the kernel's byte count holds it as one byte.
-FIN_RECEIVED = frozenset({State.CLOSE_WAIT, State.LAST_ACK, State.CLOSING, State.TIME_WAIT})
-PAIR_WAIT = 0.25  # seconds a close of a local connection waits for its other end's close
 GONE_TICKS = 2  # dumps without a socket (and no close message) before it is reported closed
 LISTEN_MEMORY = 300.0  # seconds a port still counts as listening after its listener went (socat without fork, restarts)
 FINISHED_MEMORY = 10.0  # seconds a closed socket's cookie is remembered, so a late dump does not open it again
 QUICK_SHARE = 0.05  # an early extra dump only when a dump costs less than this share of the interval
 GUESS_AFTER = 2  # connections a process was seen making to a peer before it is named as the maker of unseen ones
-
-
-def other_user(uid: int) -> str:
-    """Give the reason for an unknown process of another user."""
-    return f"a process of another user (uid {uid}); root sees it"
-
-
-class Event(NamedTuple):
-    """One change: a connection opened or closed, or close messages the kernel dropped.
-
-    `socket` is the connection as last seen (its state the last one a dump showed). `process`
-    is None when unknown, and `process_how` then says why; else it says how it was told
-    (holder, listener, guessed). Bytes are data bytes each way (TCP, on close; None for UDP):
-    `rx_exact` is False when the received count may hold the peer's FIN (one byte more).
-    `duration` is in seconds, a lower bound (`duration_bound` "at least": seen open before
-    watching began, or between dumps) or an upper one ("at most": never seen open).
-    """
-
-    time: float
-    kind: str  # open, close, lost
-    direction: str  # in (accepted here), out (connected from here), listen, bound (UDP, no peer)
-    socket: Socket | None
-    process: Process | None
-    process_how: str
-    tx_bytes: int | None = None
-    rx_bytes: int | None = None
-    rx_exact: bool = True
-    retransmits: int | None = None
-    duration: float | None = None
-    duration_bound: str | None = None
-    reason: str = ""
-    lost: int = 0
 
 
 class _Tracked(NamedTuple):
@@ -83,52 +55,6 @@ class _Tracked(NamedTuple):
     how: str
     tries: int  # owner lookups made for it
     direction: str
-
-
-def direction_of(sock: Socket, listening: frozenset[tuple[NetId, str, int]]) -> str:
-    """Give the direction of a connection: in, out, listen or bound."""
-    if sock.state is State.LISTEN:
-        return "listen"
-    peer = sock.peer
-    if sock.netid is NetId.UDP and isinstance(peer, Endpoint) and peer.port == 0:
-        return "bound"
-    return "in" if is_accepted(sock, listening) else "out"
-
-
-def data_bytes(info: TcpInfo | None, fin_received: bool | None) -> tuple[int | None, int | None, bool]:
-    """Give (sent, received, received is exact) data bytes from a final tcp_info.
-
-    Sent: bytes_sent less retransmitted bytes (kernel 4.19+), else bytes_acked less our FIN.
-    Received: bytes_received counts the peer's FIN as a byte once it arrived; `fin_received`
-    says whether it did (None: unknown, the count is then given as is and marked not exact).
-    """
-    if info is None or info.bytes_received is None:
-        return None, None, True
-    if info.bytes_sent is not None and info.bytes_retrans is not None:
-        sent: int | None = info.bytes_sent - info.bytes_retrans
-    elif info.bytes_acked is not None:
-        sent = max(info.bytes_acked - 1, 0)
-    else:
-        sent = None
-    received = info.bytes_received
-    if fin_received and received > 0:
-        received -= 1
-    return sent, received, fin_received is not None
-
-
-def never_established(info: TcpInfo | None) -> bool:
-    """Tell from a final tcp_info whether a connection never got through: no RTT was ever
-    measured (the SYN was never answered, or answered by a reset) and nothing was delivered."""
-    return info is not None and info.delivered == 0 and info.min_rtt_us == NO_RTT
-
-
-def _is_local(address: str, locals_seen: set[str]) -> bool:
-    if address in locals_seen:
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class Watcher:
@@ -160,8 +86,7 @@ class Watcher:
         self.missing: dict[int, int] = {}  # cookie -> dumps in a row without it
         # (netid, peer) -> the process that made the last connections there, with how many it made
         self.connectors: dict[tuple[NetId, Endpoint], tuple[Process, set[int]]] = {}
-        self.held: dict[tuple[NetId, Endpoint, Endpoint], tuple[float, Event, int]] = {}  # close of a local connection waiting for its other end
-        self.sent: dict[tuple[NetId, Endpoint, Endpoint], tuple[float, int]] = {}  # bytes sent by a local end that closed, for its other end
+        self.pairs = LocalPairs()
         self.lost = 0
         self.finished: dict[int, float] = {}  # cookie -> when its close message came
         self.opened = self.closed = 0
@@ -207,15 +132,16 @@ class Watcher:
         while True:
             now = time.monotonic()
             if until is not None and now >= until:
-                yield from self._release(all_of_them=True)
+                yield from self.pairs.release(all_of_them=True)
                 return
-            deadline = min(next_dump, *(held[0] for held in self.held.values())) if self.held else next_dump
+            due = self.pairs.next_deadline()
+            deadline = next_dump if due is None else min(next_dump, due)
             if until is not None:
                 deadline = min(deadline, until)
             ready, _w, _x = select.select([self.subscription], [], [], max(0.0, deadline - now))
             if ready:
                 yield from self._read()
-            yield from self._release()
+            yield from self.pairs.release()
             if time.monotonic() >= next_dump:
                 again = yield from self._tick(quick_allowed=not quick)
                 quick = again
@@ -231,7 +157,7 @@ class Watcher:
         for sock in reading.closed:
             event = self._closed(sock)
             if event is not None:
-                yield from self._pair(event)
+                yield from self.pairs.match(event, self.local_addresses)
 
     # ------------------------------------------------------------------ closes
 
@@ -302,55 +228,6 @@ class Watcher:
             if holders:
                 return process_of(holders)
         return None
-
-    def _pair(self, event: Event) -> Iterator[Event]:
-        """Match the close of a connection between two local sockets with its other end's close.
-
-        Each end's sent count gives the other's exact received count, which the kernel's own
-        received count cannot (it may hold the peer's FIN). A close not exact yet waits up to
-        PAIR_WAIT seconds for its other end; an exact one is remembered as long for the other.
-        """
-        sock = event.socket
-        if event.kind != "close" or sock is None or sock.netid is not NetId.TCP:
-            yield event
-            return
-        local, peer = sock.local, sock.peer
-        if not isinstance(local, Endpoint) or not isinstance(peer, Endpoint) or not _is_local(peer.address, self.local_addresses):
-            yield event
-            return
-        info = sock.internals.tcp if sock.internals is not None else None
-        received = info.bytes_received if info is not None else None
-        mirror_key = (sock.netid, peer, local)
-        held = self.held.pop(mirror_key, None)
-        if held is not None:
-            _deadline, other, other_received = held
-            if event.tx_bytes is not None:
-                other = other._replace(rx_bytes=min(other_received, event.tx_bytes), rx_exact=True)
-            if not event.rx_exact and other.tx_bytes is not None and received is not None:
-                event = event._replace(rx_bytes=min(received, other.tx_bytes), rx_exact=True)
-            yield other
-            yield event
-            return
-        sent = self.sent.pop(mirror_key, None)
-        if not event.rx_exact and sent is not None and received is not None:
-            event = event._replace(rx_bytes=min(received, sent[1]), rx_exact=True)
-        if event.rx_exact:
-            if event.tx_bytes is not None and sent is None:
-                self.sent[(sock.netid, local, peer)] = (time.monotonic() + PAIR_WAIT, event.tx_bytes)
-            yield event
-            return
-        self.held[(sock.netid, local, peer)] = (time.monotonic() + PAIR_WAIT, event, received or 0)
-
-    def _release(self, all_of_them: bool = False) -> Iterator[Event]:
-        """Give the held closes whose other end did not close in time, as they are."""
-        now = time.monotonic()
-        for key, (deadline, _sent) in list(self.sent.items()):
-            if deadline <= now:
-                del self.sent[key]
-        for key, (deadline, event, _received) in list(self.held.items()):
-            if all_of_them or deadline <= now:
-                del self.held[key]
-                yield event
 
     # ------------------------------------------------------------------ dumps
 
@@ -475,16 +352,3 @@ class Watcher:
             "at least",
             "gone from the dumps without a close message (bytes as last seen)",
         )
-
-
-def _with_owner(sock: Socket, process: Process | None) -> Socket:
-    """Give the socket with its process as owner, for filters on pid, process and user."""
-    owners = (Owner(process.pid, process.name, -1, process.user),) if process is not None else ()
-    return sock._replace(owners=owners)
-
-
-def keep(event: Event, where: Callable[[Socket], bool] | None) -> bool:
-    """Tell whether an event passes a filter (lost-message events always do)."""
-    if where is None or event.socket is None:
-        return True
-    return where(_with_owner(event.socket, event.process))
