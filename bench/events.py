@@ -50,6 +50,9 @@ def start_events(out_path: str) -> subprocess.Popen[bytes]:
     out = open(out_path, "wb")  # noqa: SIM115 (the child writes it until it ends)
     events = subprocess.Popen([PY, "-m", "sockscope", "events", "--jsonl", "-t"], stdout=out, stderr=subprocess.PIPE)
     time.sleep(1.5)  # started, subscribed, first dump and owner scan done
+    if events.poll() is not None:
+        _out, err = events.communicate()
+        raise SystemExit(f"sockscope events did not start: {err.decode(errors='replace').strip()}")
     return events
 
 
