@@ -111,7 +111,7 @@ def _end(end: object) -> str:
 def _duration(event: Event) -> str:
     if event.duration is None:
         return ""
-    mark = {"at least": "≥", "at most": "<"}.get(event.duration_bound or "", "")
+    mark = {"at least": ">=", "at most": "<"}.get(event.duration_bound or "", "")
     value = event.duration
     return f"{mark}{value:.3f}s" if value < 10 else f"{mark}{value:.0f}s"
 
