@@ -47,6 +47,7 @@ def test_a_destroy_message_decodes_to_the_closed_socket_with_its_final_counts() 
     assert closed.cookie == 0x1234_5678_9ABC
     assert closed.local == Endpoint("127.0.0.1", 40000) and closed.peer == Endpoint("127.0.0.2", 8080)
     assert closed.netid is NetId.TCP and closed.inode == 0
+    assert closed.uid is None  # not root's: the kernel does not say whose
     assert closed.internals is not None and closed.internals.tcp is not None
     info = closed.internals.tcp
     assert (info.bytes_acked, info.bytes_received, info.bytes_sent, info.total_retrans) == (1001, 301, 1000, 2)

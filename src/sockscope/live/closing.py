@@ -46,7 +46,7 @@ def decode(chunk: bytes, addresses: diag.AddressText) -> list[Socket]:
     """Give the sockets (with their final Internals.tcp for TCP) of one destroy-group datagram.
 
     Pure: bytes in, records out. Each message names its protocol in INET_DIAG_PROTOCOL; the
-    kernel reports the state at destruction (always TCP_CLOSE), uid and inode 0.
+    kernel reports the state at destruction (always TCP_CLOSE) and no uid (None here) or inode (0).
     """
     spans, _done = diag.frame(chunk, "sock_diag destroy message")
     out: list[Socket] = []
@@ -59,7 +59,8 @@ def decode(chunk: bytes, addresses: diag.AddressText) -> list[Socket]:
         if number not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             continue
         single = bytes(message)
-        out += diag.decode_inet(single, [(0, len(single), 1)], number, addresses, internals=frozenset({"info"}))
+        # the kernel leaves uid and inode empty here: a uid of 0 would read as root's socket
+        out += [sock._replace(uid=None) for sock in diag.decode_inet(single, [(0, len(single), 1)], number, addresses, internals=frozenset({"info"}))]
     return out
 
 
