@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import IS_ROOT, have, sockscope
+from conftest import IS_ROOT, _readable_package, have, sockscope
 
 pytestmark = pytest.mark.skipif(not (have("socat") and have("nc") and have("curl")), reason="needs socat, nc and curl")
 
@@ -31,9 +30,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def watching(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """Run `sockscope events ARGS`, give it once it watches (its note on stderr), stop it after."""
-    events = subprocess.Popen([sys.executable, "-m", "sockscope", "events", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def watching(*args: str, user: str | None = None) -> Iterator[subprocess.Popen[str]]:
+    """Run `sockscope events ARGS` (as `user`), give it once it watches (its note on stderr), stop it after."""
+    command = [sys.executable, "-m", "sockscope", "events", *args]
+    env = dict(os.environ)
+    if user is not None:  # as conftest.sockscope runs another user: a world-readable copy of the package
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        env["PYTHONPATH"] = os.pathsep.join([_readable_package(), os.pathsep.join(sys.path)])
+    events = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert events.stderr is not None
         line = events.stderr.readline()
@@ -135,21 +139,20 @@ def test_a_client_that_exits_before_any_dump_still_closes_with_a_reason(tmp_path
 def test_another_user_gets_events_and_is_told_why_root_processes_are_unknown() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    result: list[subprocess.CompletedProcess[str]] = []
-    watcher = threading.Thread(target=lambda: result.append(sockscope("events", "--jsonl", "--interval", "0.2", "-d", "3", *port_filter(port), user="65534")))
-    watcher.start()
-    time.sleep(1.5)  # it has started and watches
-    client = socket.create_connection(("127.0.0.1", port))
-    accepted, _peer = listener.accept()
-    client.sendall(b"q" * 77)
-    assert accepted.recv(100) == b"q" * 77
-    time.sleep(0.6)  # a dump sees it
-    client.close()
-    accepted.close()
-    listener.close()
-    watcher.join(timeout=30)
-    assert result and result[0].returncode == 0, result
-    found = lines(result[0].stdout)
+    with watching("--jsonl", "--interval", "0.2", *port_filter(port), user="65534") as events:
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _peer = listener.accept()
+        client.sendall(b"q" * 77)
+        assert accepted.recv(100) == b"q" * 77
+        time.sleep(0.8)  # dumps see it
+        client.close()
+        accepted.close()
+        listener.close()
+        time.sleep(0.5)
+        events.send_signal(signal.SIGINT)
+        out, _err = events.communicate(timeout=20)
+    assert events.returncode == 130
+    found = lines(out)
     closed = [e for e in found if e["kind"] == "close" and e["direction"] == "out"]
     assert len(closed) == 1, found
     assert closed[0]["tx_bytes"] == 77

@@ -102,7 +102,7 @@ class Watcher:
             how = HOLDER if process else self._why(sock, 1)
             self.tracked[cookie] = _Tracked(sock, first.taken, True, process, how, 1, direction_of(sock, self.listening))
         self.latest = first.sockets  # the last dump: each followed socket as last seen
-        self.unresolved: set[int] = {cookie for cookie, t in self.tracked.items() if t.process is None}
+        self.unresolved: set[int] = {cookie for cookie, t in self.tracked.items() if t.process is None and self._findable(t.socket)}
         self._learn(self.tracked.values())
         self.previous_dump = first.taken
 
@@ -272,7 +272,7 @@ class Watcher:
 
     def _resolve(self, opened: list[Socket], taken: float) -> int:
         """Track the opened sockets with their processes; give how many are still without one."""
-        wanted = [sock.inode for sock in opened if sock.inode]
+        wanted = [sock.inode for sock in opened if sock.inode and self._findable(sock)]
         hints: list[int] = []
         for sock in opened:
             if is_accepted(sock, self.listening):
@@ -291,7 +291,7 @@ class Watcher:
                 how = self._why(sock, 1)
                 unresolved += sock.netid is NetId.TCP and sock.state is not State.LISTEN
             self.tracked[sock.cookie or 0] = _Tracked(sock, taken, False, process, how, 1, direction_of(sock, self.listening))
-            if process is None:
+            if process is None and self._findable(sock):
                 self.unresolved.add(sock.cookie or 0)
         return unresolved
 
@@ -301,8 +301,14 @@ class Watcher:
         found = self.holders.lookup([t.socket.inode for t in tracked], (), {t.socket.uid for t in tracked if t.socket.uid is not None})
         for cookie, t in zip(cookies, tracked, strict=True):
             process = process_of(found.get(t.socket.inode, ()))
+            if process is None and self.holders.searched < t.first_seen:
+                continue  # every process was not searched since it was seen (searches are spaced): again next dump
             self.tracked[cookie] = t._replace(process=process, how=HOLDER if process else self._why(t.socket, 2), tries=2)
             self.unresolved.discard(cookie)
+
+    def _findable(self, sock: Socket) -> bool:
+        """Tell whether looking for a socket's holder can succeed: without root, another user's processes cannot be read."""
+        return self.root or sock.uid in (None, self.my_uid)
 
     def _why(self, sock: Socket, tries: int) -> str:
         if sock.inode == 0:

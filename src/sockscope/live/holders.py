@@ -10,6 +10,7 @@ sockets lately; only the sockets still without a holder send us through every pr
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
@@ -17,6 +18,7 @@ from ..inventory import owners
 from ..model import Owner
 
 RECENT = 64  # processes remembered as recent socket makers
+SEARCH_PAUSE = 2.0  # seconds between searches through every process (a host may have a process with 100,000 descriptors)
 
 
 class Process(NamedTuple):
@@ -45,6 +47,7 @@ class HolderMap:
         self.seen: dict[int, tuple[Owner, ...]] = {}  # every socket of the tables read at the last lookup
         self.denied = 0
         self.tables_read = 0  # fd tables read so far (what the incremental map saves is measured on it)
+        self.searched = -SEARCH_PAUSE  # when every process was last searched (monotonic)
 
     def _pids(self) -> set[int]:
         try:
@@ -67,7 +70,9 @@ class HolderMap:
         """Give inode -> holders for the `wanted` inodes that some process holds now.
 
         Reads the hinted, new and recent processes first (remembering every socket they hold
-        in `seen`), then searches the others for what is still missing.
+        in `seen`), then searches the others for what is still missing, at most once every
+        SEARCH_PAUSE seconds: a socket nobody holds (its process closed it, or lives in another
+        PID namespace) would otherwise send every dump through every process.
         """
         found = {inode: self.seen[inode] for inode in wanted if inode in self.seen}
         remaining = set(wanted) - found.keys()
@@ -86,7 +91,8 @@ class HolderMap:
             if inode in result.holders:
                 found[inode] = result.holders[inode]
                 remaining.discard(inode)
-        if remaining:
+        if remaining and time.monotonic() - self.searched >= SEARCH_PAUSE:
+            self.searched = time.monotonic()
             searched = owners.find_holders(remaining, self.proc_root, likely_uids)
             self.tables_read += len(now)  # at most
             self.denied = searched.denied
