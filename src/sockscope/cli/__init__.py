@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "connect": "connect",
     "listen": "listen",
     "scan": "scan",
+    "events": "events",
     "completion": "completion",
     "explain": "explain",
 }
