@@ -41,15 +41,16 @@ sys.stdin.read()
 """
 
 
-# What pip writes for a console script (its `import re` is part of every start-up).
+# What pip writes for a console script (its `import re` is part of every start-up); {function}
+# is the entry point pyproject.toml names (`entry`; trees from before it was added: `main`).
 CONSOLE_SCRIPT = """#!{python}
 # -*- coding: utf-8 -*-
 import re
 import sys
-from sockscope.cli import main
+from sockscope.cli import {function}
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
+    sys.exit({function}())
 """
 
 
@@ -60,7 +61,9 @@ def bare_venv(where: str, sources: dict[str, str]) -> tuple[str, dict[str, str]]
     scripts = {}
     for label, path in sources.items():
         script = os.path.join(where, "bin", f"sockscope-{label}")
-        text = CONSOLE_SCRIPT.format(python=python)
+        with open(os.path.join(path, "sockscope", "cli", "__init__.py")) as source:
+            function = "entry" if "\ndef entry(" in source.read() else "main"
+        text = CONSOLE_SCRIPT.format(python=python, function=function)
         with open(script, "w") as handle:  # the sources go first on the path, as an install would put them
             handle.write(text.replace("import sys\n", f"import sys\nsys.path.insert(0, {path!r})\n", 1))
         os.chmod(script, 0o755)

@@ -155,6 +155,29 @@ def hold_standard_streams() -> None:
         sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
+class _Leave:
+    at_once = False  # set when a short-lived command has written all it had to write
+
+
+def entry() -> NoReturn:
+    """Run the command line as the `sockscope` program and exit with its status.
+
+    After a short-lived command has flushed its output, the process leaves with os._exit():
+    tearing down the interpreter frees every record one by one (20 ms after a 50,000-socket
+    listing, a millisecond or two on a small host) for nothing, since no atexit work is ours.
+    """
+    status = main()
+    if _Leave.at_once:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                status = status or int(ExitCode.RUNTIME)
+        os._exit(status)
+    sys.exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; give the exit status."""
     hold_standard_streams()
@@ -168,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.disable()
         status = int(_module(args.command).run(args, env))
         env.stdout.flush()  # here, where a failure to write is still ours to report
+        _Leave.at_once = args.command in SHORT_LIVED
         return status
     except SockscopeError as error:
         _report(env, error.message)
