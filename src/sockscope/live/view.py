@@ -1,0 +1,181 @@
+"""What a live table shows, in which order: connections grouped by process, by remote host or
+not at all, sorted by a column, filtered. Plain records only: drawing them is the face's work,
+and only the rows on screen are ever drawn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, NamedTuple
+
+from ..model import Endpoint, Socket, State
+from .rates import Conn
+
+Grouping = Literal["process", "remote", "flat"]
+GROUPINGS: tuple[Grouping, ...] = ("process", "remote", "flat")
+#: The columns a table may be sorted by, in the order they are shown.
+COLUMNS = ("process", "state", "local", "remote", "send", "recv", "rtt", "retrans", "queue")
+_STATE_ORDER = {state: number for number, state in enumerate(State)}
+
+
+class Group(NamedTuple):
+    """The sockets of one process (or one remote host) and their sums.
+
+    `pid` is None for a remote-host group and for sockets whose owner is unknown; `fill` is the
+    fullest accept backlog among its listeners (queued / limit, 0..1+), None without listeners.
+    """
+
+    key: Any
+    title: str
+    pid: int | None
+    conns: list[Conn]
+    send_rate: float
+    recv_rate: float
+    retrans: int
+    rtt_us: int | None
+    states: Counter[State]
+    fill: float | None
+
+
+class Row(NamedTuple):
+    """One line of the table: a group's heading (conn is None) or one socket (`group` its group, if any)."""
+
+    group: Group | None
+    conn: Conn | None
+
+
+def backlog_fill(sock: Socket) -> float | None:
+    """Give how full a listener's accept backlog is (queued / limit), None for other sockets."""
+    if sock.state is not State.LISTEN or sock.send_q <= 0:
+        return None
+    return sock.recv_q / sock.send_q
+
+
+def _number(value: float | None) -> float:
+    return -1.0 if value is None else value
+
+
+def _conn_key(column: str) -> Callable[[Conn], Any]:
+    """Give the sort key of a column for single connections (ties broken by the local end)."""
+
+    def ends(conn: Conn) -> tuple[Any, ...]:
+        return (str(conn.sock.local), str(conn.sock.peer))
+
+    if column == "process":
+        return lambda c: (c.sock.owners[0].name, c.sock.owners[0].pid, *ends(c)) if c.sock.owners else ("\uffff", 0, *ends(c))
+    if column == "state":
+        return lambda c: (c.closed_at is not None, _STATE_ORDER[c.sock.state], *ends(c))
+    if column == "local":
+        return lambda c: (_endpoint_key(c.sock.local), _endpoint_key(c.sock.peer))
+    if column == "remote":
+        return lambda c: (_endpoint_key(c.sock.peer), _endpoint_key(c.sock.local))
+    if column == "send":
+        return lambda c: (_number(c.send_rate), *ends(c))
+    if column == "recv":
+        return lambda c: (_number(c.recv_rate), *ends(c))
+    if column == "rtt":
+        return lambda c: (_number(c.tcp.rtt_us if c.tcp else None), *ends(c))
+    if column == "retrans":
+        return lambda c: (_number(c.tcp.total_retrans if c.tcp else None), *ends(c))
+    if column == "queue":
+        return lambda c: (_number(backlog_fill(c.sock)), c.sock.recv_q, *ends(c))
+    raise ValueError(f"no column {column!r}")
+
+
+def _endpoint_key(end: object) -> tuple[int, str, int]:
+    if isinstance(end, Endpoint):
+        # addresses sort as people read them: 10.0.0.9 before 10.0.0.10
+        parts = end.address.split(".")
+        text = ".".join(part.zfill(3) for part in parts) if len(parts) == 4 else end.address
+        return (0 if len(parts) == 4 else 1, text, end.port)
+    return (2, str(end), 0)
+
+
+def _group_key(column: str) -> Callable[[Group], Any]:
+    if column in ("process", "local", "remote"):
+        return lambda g: (g.pid is None and g.title == "?", g.title.lower(), g.pid or 0)
+    if column == "state":
+        return lambda g: (len(g.conns), g.title)
+    if column == "send":
+        return lambda g: (g.send_rate, g.title)
+    if column == "recv":
+        return lambda g: (g.recv_rate, g.title)
+    if column == "rtt":
+        return lambda g: (_number(g.rtt_us), g.title)
+    if column == "retrans":
+        return lambda g: (g.retrans, g.title)
+    if column == "queue":
+        return lambda g: (_number(g.fill), g.title)
+    raise ValueError(f"no column {column!r}")
+
+
+def make_group(key: Any, title: str, pid: int | None, conns: list[Conn]) -> Group:
+    """Give a Group with its sums over `conns` (closed connections count in none of them)."""
+    send = recv = 0.0
+    retrans = 0
+    rtt: int | None = None
+    states: Counter[State] = Counter()
+    fill: float | None = None
+    for conn in conns:
+        if conn.closed_at is not None:
+            continue
+        states[conn.sock.state] += 1
+        send += conn.send_rate or 0.0
+        recv += conn.recv_rate or 0.0
+        tcp = conn.tcp
+        if tcp is not None:
+            retrans += tcp.total_retrans
+            if conn.sock.state is State.ESTAB and (rtt is None or tcp.rtt_us > rtt):
+                rtt = tcp.rtt_us
+        level = backlog_fill(conn.sock)
+        if level is not None and (fill is None or level > fill):
+            fill = level
+    return Group(key, title, pid, conns, send, recv, retrans, rtt, states, fill)
+
+
+def by_process(conns: Iterable[Conn]) -> list[Group]:
+    """Give one Group per process holding sockets (a shared socket goes to its lowest pid), plus `?` for unknown owners."""
+    parts: dict[int | None, list[Conn]] = {}
+    names: dict[int | None, str] = {None: "?"}
+    for conn in conns:
+        owners = conn.sock.owners
+        pid = owners[0].pid if owners else None
+        if pid not in names and owners:
+            names[pid] = f"{owners[0].name} ({pid}, {owners[0].user})"
+        parts.setdefault(pid, []).append(conn)
+    return [make_group(pid, names[pid], pid, part) for pid, part in parts.items()]
+
+
+def by_remote(conns: Iterable[Conn]) -> list[Group]:
+    """Give one Group per remote host; listeners and unconnected sockets form the group `*`."""
+    parts: dict[str, list[Conn]] = {}
+    for conn in conns:
+        peer = conn.sock.peer
+        host = peer.address if isinstance(peer, Endpoint) and peer.port else "*"
+        parts.setdefault(host, []).append(conn)
+    return [make_group(host, host, None, part) for host, part in parts.items()]
+
+
+def rows(
+    conns: list[Conn],
+    grouping: Grouping = "process",
+    column: str = "send",
+    descending: bool = True,
+    where: Callable[[Socket], bool] | None = None,
+) -> list[Row]:
+    """Give the lines of the table: groups in order, each heading followed by its sockets (listeners first)."""
+    if where is not None:
+        conns = [conn for conn in conns if where(conn.sock)]
+    conn_key = _conn_key(column)
+    if grouping == "flat":
+        return [Row(None, conn) for conn in sorted(conns, key=conn_key, reverse=descending)]
+    groups = by_process(conns) if grouping == "process" else by_remote(conns)
+    groups.sort(key=_group_key(column), reverse=descending)
+    out: list[Row] = []
+    for group in groups:
+        out.append(Row(group, None))
+        members = sorted(group.conns, key=conn_key, reverse=descending)
+        members.sort(key=lambda c: c.sock.state is not State.LISTEN)  # stable: listeners first, each part still sorted
+        out += [Row(group, conn) for conn in members]
+    return out
