@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "connect": "connect",
     "listen": "listen",
     "scan": "scan",
+    "top": "top",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})

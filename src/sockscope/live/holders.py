@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from itertools import repeat
+from operator import add, itemgetter
 from typing import NamedTuple
 
 from ..inventory.owners import user_name
@@ -73,10 +75,12 @@ class Holders:
         """Give every process holding a socket inode (empty when none was seen)."""
         return self.by_inode.get(inode, ())
 
-    def attach(self, sockets: Iterable[Socket]) -> list[Socket]:
+    def attach(self, sockets: list[Socket]) -> list[Socket]:
         """Give the sockets with their owners filled in from the map."""
-        get = self.by_inode.get
-        return [sock._replace(owners=get(sock.inode, ())) for sock in sockets]
+        # C-level, as in inventory: a per-socket _replace() costs a quarter second at 50,000
+        got = map(self.by_inode.get, map(itemgetter(7), sockets), repeat(()))
+        before = map(add, map(itemgetter(slice(None, 10)), sockets), zip(got))
+        return list(map(tuple.__new__, repeat(Socket), map(add, before, map(itemgetter(slice(11, None)), sockets))))
 
     def _files(self, pid: int) -> int:
         try:

@@ -60,7 +60,7 @@ def _conn_key(column: str) -> Callable[[Conn], Any]:
     """Give the sort key of a column for single connections (ties broken by the local end)."""
 
     def ends(conn: Conn) -> tuple[Any, ...]:
-        return (str(conn.sock.local), str(conn.sock.peer))
+        return (conn.sock.local, conn.sock.peer)
 
     if column == "process":
         return lambda c: (c.sock.owners[0].name, c.sock.owners[0].pid, *ends(c)) if c.sock.owners else ("\uffff", 0, *ends(c))

@@ -1,0 +1,54 @@
+"""One refresh of a live view: the sockets with tcp_info, owners from the incremental map, rates."""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import NamedTuple
+
+from ..inventory import Query, proc_root, take
+from ..model import ALL_STATES_MASK, NetId
+from .holders import Holders
+from .rates import Conn, Rates
+
+
+class Sample(NamedTuple):
+    """What one refresh found: connections (live, then recently closed), notes to show, and how
+    long the refresh took (seconds, for the status line)."""
+
+    conns: list[Conn]
+    notes: list[str]
+    took: float
+    at: float  # monotonic time of the refresh
+
+
+class Sampler:
+    """Takes refreshes one after another, keeping what the next one needs (counters, owners)."""
+
+    def __init__(self, netids: frozenset[NetId] = frozenset({NetId.TCP}), root: str | None = None, owners: bool = True) -> None:
+        self.netids = netids
+        self.root = root or proc_root()
+        self.holders = Holders(self.root) if owners else None
+        self.rates = Rates()
+
+    def sample(self) -> Sample:
+        """Give the next refresh."""
+        started = time.monotonic()
+        # tens of thousands of new records per refresh and none of them in a cycle: a
+        # collection in the middle would only walk them (see inventory.take)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            found = take(Query(netids=self.netids, states=ALL_STATES_MASK, proc_root=self.root, internals=frozenset({"info"})))
+            sockets, notes = found.sockets, list(found.notes)
+            if self.holders is not None:
+                self.holders.update(sockets)
+                sockets = self.holders.attach(sockets)
+                if denied := len(self.holders.denied):
+                    notes.append(f"owners unknown for {denied} processes of other users (run as root to see them)")
+            now = time.monotonic()
+            conns = self.rates.update(sockets, now)
+        finally:
+            if collecting:
+                gc.enable()
+        return Sample(conns, notes, now - started, now)
