@@ -83,18 +83,23 @@ def _conn_key(column: str) -> Callable[[Conn], Any]:
     raise ValueError(f"no column {column!r}")
 
 
+def _address_key(address: str) -> tuple[int, str]:
+    """Give a sort key that orders addresses as people read them: 10.0.0.9 before 10.0.0.10."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(part.isdigit() for part in parts):
+        return (0, ".".join(part.zfill(3) for part in parts))
+    return (1, address.lower())
+
+
 def _endpoint_key(end: object) -> tuple[int, str, int]:
     if isinstance(end, Endpoint):
-        # addresses sort as people read them: 10.0.0.9 before 10.0.0.10
-        parts = end.address.split(".")
-        text = ".".join(part.zfill(3) for part in parts) if len(parts) == 4 else end.address
-        return (0 if len(parts) == 4 else 1, text, end.port)
+        return (*_address_key(end.address), end.port)
     return (2, str(end), 0)
 
 
 def _group_key(column: str) -> Callable[[Group], Any]:
     if column in ("process", "local", "remote"):
-        return lambda g: (g.pid is None and g.title == "?", g.title.lower(), g.pid or 0)
+        return lambda g: (g.pid is None and g.title == "?", _address_key(g.title), g.pid or 0)
     if column == "state":
         return lambda g: (len(g.conns), g.title)
     if column == "send":
