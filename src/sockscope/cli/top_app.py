@@ -7,6 +7,7 @@ line API): at 50,000 sockets there are 50,000 records and about twenty drawn lin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
@@ -70,10 +71,11 @@ class LineView(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y
         width = self.scrollable_content_region.width
+        base = self.rich_style  # never a style of None: textual's NO_COLOR filter cannot take one
         if index >= self.count:
-            return Strip.blank(width)
+            return Strip.blank(width, base)
         line = self.line_at(index)
-        style = _STYLES.get(line.kind, Style())
+        style = base + _STYLES.get(line.kind, Style())
         if index == self.cursor and self.has_focus:
             style = style + _CURSOR
         return Strip([Segment(line.text[:width].ljust(width), style)], width)
@@ -209,7 +211,8 @@ class TopApp(App[None]):
         filter_text: str = "",
         sampler: Sampler | None = None,
     ) -> None:
-        super().__init__()
+        # NO_COLOR: the terminal's own colours (textual would otherwise draw in 256-colour greys)
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.sampler = sampler or Sampler(netids)
         self.interval = interval
         self.grouping: Grouping = grouping
@@ -320,11 +323,12 @@ class TopApp(App[None]):
     def _status(self) -> None:
         sample = self.sample
         counts = state_summary(state_counts(sample.conns)) if sample else "starting…"
-        took = f"bytes/s · refresh {sample.took:.2f}s every {self.interval:g}s" if sample else ""
+        # what the user chose comes first: an 80-column line cuts the end, the timing and units
+        took = f"refresh {sample.took:.2f}s every {self.interval:g}s · rates in bytes/s" if sample else ""
         grouped = {"process": "by process", "remote": "by remote host"}.get(self.grouping, "not grouped")
         mode = [grouped, f"sort {self.column}{' ▼' if self.descending else ' ▲'}", took]
         if self.filter_text:
-            mode.append(f"filter: {self.filter_text}")
+            mode.insert(0, f"filter: {self.filter_text}")
         if self.paused:
             mode.insert(0, "PAUSED")
         self.query_one("#status", Static).update(f"{counts}\n{' · '.join(part for part in mode if part)}")
