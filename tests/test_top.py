@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import have, needs_root, sockscope
 from sockscope.model import State
 
 pytestmark = pytest.mark.skipif(not (have("socat") and have("nc")), reason="needs socat and nc (netcat-openbsd)")
+needs_textual = pytest.mark.skipif(importlib.util.find_spec("textual") is None, reason="needs textual (pip install '.[top]')")
 
 STUCK = """
 import socket, sys
@@ -164,6 +166,7 @@ def paced_sender(port: int, stop: threading.Event) -> threading.Thread:
     return thread
 
 
+@needs_textual
 def test_pilot_shows_rates_and_answers_every_key() -> None:
     from sockscope.cli.top_app import LineView, ProcessScreen, TopApp
 
@@ -228,6 +231,7 @@ def test_pilot_shows_rates_and_answers_every_key() -> None:
 
 
 @needs_root
+@needs_textual
 def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
     from sockscope.cli.top_app import Confirm, LineView, TopApp
 
@@ -257,6 +261,7 @@ def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
             run_app(app, script)
 
 
+@needs_textual
 def test_pilot_stops_a_listener_after_asking() -> None:
     from sockscope.cli.top_app import Confirm, LineView, TopApp
 

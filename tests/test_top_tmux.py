@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shlex
@@ -17,7 +18,10 @@ import pytest
 
 from conftest import have
 
-pytestmark = pytest.mark.skipif(not (have("tmux") and have("nc")), reason="needs tmux and nc (netcat-openbsd)")
+pytestmark = [
+    pytest.mark.skipif(not (have("tmux") and have("nc")), reason="needs tmux and nc (netcat-openbsd)"),
+    pytest.mark.skipif(importlib.util.find_spec("textual") is None, reason="needs textual (pip install '.[top]')"),
+]
 
 
 def free_port() -> int:

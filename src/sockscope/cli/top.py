@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, SockscopeError, UsageError
 from ..model import Endpoint, NetId, State
 from . import seconds
 from .environment import Environment
@@ -54,8 +54,12 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         return print_once(env, netids, where, args)
     if not env.is_tty or not env.stderr.isatty():  # textual draws on stderr: both must be the terminal
         raise UsageError("top needs a terminal; use 'sockscope top --once' for one table as text, or 'sockscope ls -ti' in a pipe")
-    from .top_app import TopApp
-
+    try:
+        from .top_app import TopApp
+    except ImportError as missing:
+        if missing.name is None or not missing.name.startswith("textual"):
+            raise
+        raise SockscopeError("top needs textual, which is not installed: pip install 'sockscope[top]' (or use 'sockscope top --once')") from None
     app = TopApp(netids=netids, interval=args.interval, grouping=args.group, column=args.sort, filter_text=" ".join(args.filter))
     app.run()
     if app.failure is not None:
