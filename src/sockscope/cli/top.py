@@ -196,7 +196,7 @@ class Layout:
         from ..live.view import backlog_fill
 
         sock = conn.sock
-        tcp = conn.tcp
+        shown = sock.state is not State.LISTEN  # a listener's tcp_info says nothing of its clients
         fill = backlog_fill(sock)
         if conn.closed_at is not None:
             state, kind = "closed", "closed"
@@ -215,8 +215,8 @@ class Layout:
             fit(endpoint_text(sock.peer, self.names), self.address),
             fit(rate_text(conn.send_rate), 6, False),
             fit(rate_text(conn.recv_rate), 6, False),
-            fit(rtt_text(tcp.rtt_us if tcp and sock.state is not State.LISTEN else None), 6, False),
-            fit(str(tcp.total_retrans) if tcp and sock.state is not State.LISTEN else "", 4, False),
+            fit(rtt_text(conn.rtt_us if shown else None), 6, False),
+            fit(str(conn.retrans) if shown and conn.retrans is not None else "", 4, False),
             fit(queue, 8, False),
         ]
         if self.process:

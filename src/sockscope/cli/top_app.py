@@ -25,7 +25,7 @@ from textual.widgets import Footer, Input, Static
 
 from ..errors import SockscopeError
 from ..live.rates import Conn, state_counts
-from ..live.sampler import Sample, Sampler
+from ..live.sampler import Sample, Sampler, collector_paused
 from ..live.view import GROUPINGS, Grouping, Row, rows
 from ..model import Endpoint, NetId, State
 from .top import SORTABLE, Layout, Line, compile_words, endpoint_text, state_summary
@@ -261,7 +261,8 @@ class TopApp(App[None]):
         try:
             sample = self.sampler.sample()
             settings = self._settings()
-            lines = rows(sample.conns, *settings)
+            with collector_paused():
+                lines = rows(sample.conns, *settings)
         except SockscopeError as error:
             self.call_from_thread(self._failed, error)
             return
@@ -281,7 +282,8 @@ class TopApp(App[None]):
 
     def _show(self, sample: Sample, lines: list[Row], settings: tuple[Any, ...]) -> None:
         if settings != self._settings():  # a key changed the order while the refresh ran
-            lines = rows(sample.conns, *self._settings())
+            with collector_paused():
+                lines = rows(sample.conns, *self._settings())
         self.sample = sample
         self.refreshes += 1
         self._set_lines(lines)
@@ -306,7 +308,8 @@ class TopApp(App[None]):
     def _regroup(self) -> None:
         """Order the last refresh again after a change of sort, grouping, filter or names."""
         if self.sample is not None:
-            self._set_lines(rows(self.sample.conns, self.grouping, self.column, self.descending, self.where))
+            with collector_paused():
+                self._set_lines(rows(self.sample.conns, *self._settings()))
         self._relayout()
         self._status()
 

@@ -11,9 +11,10 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
-from ..model import Socket, State, TcpInfo
+from ..model import Socket, State
 
 LINGER = 5.0  # seconds a closed connection stays on screen
+_NO_INTERNALS = (None,)  # Socket.internals, the last field
 
 
 class Conn(NamedTuple):
@@ -22,6 +23,8 @@ class Conn(NamedTuple):
     `send_rate` is bytes per second the peer acknowledged since the previous refresh,
     `recv_rate` bytes per second received; None when not known yet (first sight, no tcp_info).
     `closed_at` is when it was first missing (monotonic seconds), None while it lives.
+    `rtt_us` and `retrans` (retransmitted segments in all) come from tcp_info; the socket itself
+    is kept without its internals: a whole tcp_info per connection would be most of the memory.
     """
 
     sock: Socket
@@ -29,12 +32,8 @@ class Conn(NamedTuple):
     send_rate: float | None = None
     recv_rate: float | None = None
     closed_at: float | None = None
-
-    @property
-    def tcp(self) -> TcpInfo | None:
-        """Give the socket's tcp_info, or None when it has none (not asked for, TIME-WAIT, UDP)."""
-        internals = self.sock.internals
-        return internals.tcp if internals is not None else None
+    rtt_us: int | None = None
+    retrans: int | None = None
 
 
 def socket_key(sock: Socket) -> Hashable:
@@ -56,21 +55,31 @@ class Rates:
         before = self._counters
         counters: dict[Hashable, tuple[float, int, int]] = {}
         live: dict[Hashable, Conn] = {}
+        new = tuple.__new__
         for sock in sockets:
             key = sock.cookie if sock.cookie is not None else socket_key(sock)
             internals = sock.internals
-            tcp = internals.tcp if internals is not None else None
-            if tcp is None or tcp.bytes_received is None:
+            if internals is None:
                 live[key] = Conn(sock, key)
                 continue
-            acked, received = tcp.bytes_acked or 0, tcp.bytes_received
+            bare = new(Socket, sock[:14] + _NO_INTERNALS)
+            tcp = internals.tcp
+            if tcp is None:
+                live[key] = Conn(bare, key)
+                continue
+            received = tcp.bytes_received
+            if received is None:
+                live[key] = Conn(bare, key, None, None, None, tcp.rtt_us, tcp.total_retrans)
+                continue
+            acked = tcp.bytes_acked or 0
             counters[key] = (now, acked, received)
             last = before.get(key)
             if last is None or now <= last[0]:
-                live[key] = Conn(sock, key)
+                live[key] = Conn(bare, key, None, None, None, tcp.rtt_us, tcp.total_retrans)
                 continue
             span = now - last[0]
-            live[key] = Conn(sock, key, max(0, acked - last[1]) / span, max(0, received - last[2]) / span)
+            send, recv = max(0, acked - last[1]) / span, max(0, received - last[2]) / span
+            live[key] = Conn(bare, key, send, recv, None, tcp.rtt_us, tcp.total_retrans)
         closed = {key: conn for key, conn in self._closed.items() if now - (conn.closed_at or now) < self.linger and key not in live}
         for key, conn in self._live.items():
             if key not in live:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from ..inventory import Query, proc_root, take
@@ -22,6 +24,22 @@ class Sample(NamedTuple):
     at: float  # monotonic time of the refresh
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while tens of thousands of records are made.
+
+    None of them is in a cycle, and a long-lived view holds a large heap: each collection the
+    new records set off would walk all of it (most of a second at 50,000 sockets).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class Sampler:
     """Takes refreshes one after another, keeping what the next one needs (counters, owners)."""
 
@@ -34,11 +52,7 @@ class Sampler:
     def sample(self) -> Sample:
         """Give the next refresh."""
         started = time.monotonic()
-        # tens of thousands of new records per refresh and none of them in a cycle: a
-        # collection in the middle would only walk them (see inventory.take)
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             found = take(Query(netids=self.netids, states=ALL_STATES_MASK, proc_root=self.root, internals=frozenset({"info"})))
             sockets, notes = found.sockets, list(found.notes)
             if self.holders is not None:
@@ -48,7 +62,4 @@ class Sampler:
                     notes.append(f"owners unknown for {denied} processes of other users (run as root to see them)")
             now = time.monotonic()
             conns = self.rates.update(sockets, now)
-        finally:
-            if collecting:
-                gc.enable()
         return Sample(conns, notes, now - started, now)

@@ -75,9 +75,9 @@ def _conn_key(column: str) -> Callable[[Conn], Any]:
     if column == "recv":
         return lambda c: (_number(c.recv_rate), *ends(c))
     if column == "rtt":
-        return lambda c: (_number(c.tcp.rtt_us if c.tcp else None), *ends(c))
+        return lambda c: (_number(c.rtt_us), *ends(c))
     if column == "retrans":
-        return lambda c: (_number(c.tcp.total_retrans if c.tcp else None), *ends(c))
+        return lambda c: (_number(c.retrans), *ends(c))
     if column == "queue":
         return lambda c: (_number(backlog_fill(c.sock)), c.sock.recv_q, *ends(c))
     raise ValueError(f"no column {column!r}")
@@ -128,11 +128,9 @@ def make_group(key: Any, title: str, pid: int | None, conns: list[Conn]) -> Grou
         states[conn.sock.state] += 1
         send += conn.send_rate or 0.0
         recv += conn.recv_rate or 0.0
-        tcp = conn.tcp
-        if tcp is not None:
-            retrans += tcp.total_retrans
-            if conn.sock.state is State.ESTAB and (rtt is None or tcp.rtt_us > rtt):
-                rtt = tcp.rtt_us
+        retrans += conn.retrans or 0
+        if conn.rtt_us is not None and conn.sock.state is State.ESTAB and (rtt is None or conn.rtt_us > rtt):
+            rtt = conn.rtt_us
         level = backlog_fill(conn.sock)
         if level is not None and (fill is None or level > fill):
             fill = level
