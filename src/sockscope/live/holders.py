@@ -101,8 +101,10 @@ class Holders:
         except OSError:
             return  # gone, or a kernel thread
         try:
-            files = os.fstat(fd_dir).st_size or -1  # 0: a kernel before 6.2 does not count them
+            files = os.fstat(fd_dir).st_size
             names = os.listdir(fd_dir)
+            if files == 0 and names:  # a kernel before 6.2 does not count them: read it every time
+                files = -1
             found = []
             for name in names:
                 try:
