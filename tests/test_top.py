@@ -284,3 +284,26 @@ def test_pilot_stops_a_listener_after_asking() -> None:
             assert f"port {port}/tcp is free" in str(app.query_one("#note").render())
 
         run_app(app, script)
+
+
+HOSTILE = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"\x1b[2J\nevil\xff", 0, 0, 0)  # PR_SET_NAME: a process names itself
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_once_escapes_a_process_name_made_of_terminal_escapes() -> None:
+    with subprocess.Popen([sys.executable, "-c", HOSTILE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())
+            result = sockscope("top", "--once", "--interval", "0.1", "sport", "=", f":{port}")
+        finally:
+            proc.kill()
+            proc.wait(5)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\\x1b[2J\\nevil" in result.stdout
+    assert len(result.stdout.splitlines()) == 3  # heading, the process, its listener: no line broken in two

@@ -14,6 +14,7 @@ from ..errors import ExitCode, SockscopeError, UsageError
 from ..model import Endpoint, NetId, State
 from . import seconds
 from .environment import Environment
+from .render import escape
 
 if TYPE_CHECKING:
     import argparse
@@ -221,14 +222,16 @@ class Layout:
         ]
         if self.process:
             owner = sock.owners[0] if sock.owners else None
-            parts.append(fit(f"{owner.name}/{owner.pid}" if owner else "?", self.process))
+            parts.append(fit(f"{escape(owner.name)}/{owner.pid}" if owner else "?", self.process))
         return Line(" ".join(parts), kind)
 
     def group_line(self, group: Group) -> Line:
         """Give a group's heading: its title and socket counts by state, then its sums under the columns."""
         counts = ", ".join(f"{number} {_SHORT_STATES.get(state, state.value.lower())}" for state, number in group.states.most_common())
         title_width = 10 + 2 * self.address + 2 + self.indent
-        title = f"{group.title}  {counts}" if counts else f"{group.title}  (closed)"
+        # a process names itself (prctl): its name may hold a newline or a terminal escape
+        name = escape(group.title)
+        title = f"{name}  {counts}" if counts else f"{name}  (closed)"
         parts = [
             fit(title, title_width),
             fit(rate_text(group.send_rate), 6, False),

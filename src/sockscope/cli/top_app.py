@@ -28,6 +28,7 @@ from ..live.rates import Conn, state_counts
 from ..live.sampler import Sample, Sampler, collector_paused
 from ..live.view import GROUPINGS, Grouping, Row, rows
 from ..model import Endpoint, NetId, State
+from .render import escape
 from .top import SORTABLE, Layout, Line, compile_words, endpoint_text, state_summary
 
 _STYLES = {
@@ -153,7 +154,7 @@ def _process_lines(pid: int, conns: list[Conn], layout: Layout, proc_root: str) 
 
     info = describe(pid, proc_root)
     command = " ".join(info.command) or info.name
-    lines = [Line(f"pid {pid}  {info.name}  user {info.user}  {command}", "heading")]
+    lines = [Line(escape(f"pid {pid}  {info.name}  user {info.user}  {command}"), "heading")]
     mine = [conn for conn in conns if conn.closed_at is None and any(owner.pid == pid for owner in conn.sock.owners or ())]
     lines.append(Line(f"{len(mine)} sockets shown by top", "heading"))
     lines += [layout.conn_line(conn) for conn in mine]
@@ -164,7 +165,7 @@ def _process_lines(pid: int, conns: list[Conn], layout: Layout, proc_root: str) 
         return [*lines, Line(error.message, "full")]
     lines.append(Line(f"{len(found)} open descriptors (/proc/{pid}/fd)", "heading"))
     for descriptor in found:
-        text = f"{descriptor.fd:>6}  {descriptor.target}"
+        text = f"{descriptor.fd:>6}  {escape(descriptor.target)}"  # a file name may hold any byte but / and NUL
         if descriptor.target.startswith("socket:["):
             sock = by_inode.get(int(descriptor.target[8:-1]))
             if sock is not None:
@@ -418,7 +419,7 @@ class TopApp(App[None]):
             self.say("choose a connection to close (c), or a listener to stop (k)")
             return
         sock = conn.sock
-        owner = f" held by {sock.owners[0].name} (pid {sock.owners[0].pid})" if sock.owners else ""
+        owner = f" held by {escape(sock.owners[0].name)} (pid {sock.owners[0].pid})" if sock.owners else ""
         question = f"Close {sock.netid.value} {endpoint_text(sock.local)} -> {endpoint_text(sock.peer)}{owner}? The peer gets a reset."
 
         def answered(yes: bool | None) -> None:
@@ -455,7 +456,7 @@ class TopApp(App[None]):
             self.say("choose a listener to stop (k), or a connection to close (c)")
             return
         port, proto = conn.sock.local.port, "udp" if conn.sock.netid is NetId.UDP else "tcp"
-        holders = ", ".join(f"{o.name} (pid {o.pid})" for o in conn.sock.owners or ()) or "a process that cannot be seen"
+        holders = ", ".join(f"{escape(o.name)} (pid {o.pid})" for o in conn.sock.owners or ()) or "a process that cannot be seen"
         question = f"Stop whoever listens on port {port}/{proto}: {holders}? SIGTERM now, SIGKILL after 5 s."
 
         def answered(yes: bool | None) -> None:
@@ -478,5 +479,5 @@ class TopApp(App[None]):
         if outcome.free:
             self.call_from_thread(self.say, f"port {port}/{proto} is free ({sent})")
         else:
-            left = ", ".join(f"{p.name} (pid {p.pid})" for p in outcome.left) or "a process that cannot be seen"
+            left = ", ".join(f"{escape(p.name)} (pid {p.pid})" for p in outcome.left) or "a process that cannot be seen"
             self.call_from_thread(self.say, f"port {port}/{proto} is still held by {left}")
