@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
@@ -246,8 +246,9 @@ class TopApp(App[None]):
         self.tick()
         self.set_interval(self.interval, self.tick)
 
-    def on_resize(self) -> None:
-        self._relayout()
+    def on_resize(self, event: events.Resize) -> None:
+        self._relayout(event.size.width)
+        self._status()
 
     # -- refreshes ---------------------------------------------------------------------------
 
@@ -319,14 +320,19 @@ class TopApp(App[None]):
     def _line(self, index: int) -> Line:
         return self.layout_.line(self.lines[index])
 
-    def _relayout(self) -> None:
-        self.layout_ = Layout(self.size.width or 80, self.grouping, self.names)
+    def _relayout(self, width: int | None = None) -> None:
+        self.layout_ = Layout(width or self.size.width or 80, self.grouping, self.names)
         self.query_one("#heading", Static).update(self.layout_.heading(self.column, self.descending))
         self.query_one(LineView).refresh()
 
     def _status(self) -> None:
         sample = self.sample
-        counts = state_summary(state_counts(sample.conns)) if sample else "starting…"
+        width = self.layout_.width
+        # the sockets shown (the filter's), so the counts agree with the table
+        shown = [row.conn for row in self.lines if row.conn is not None]
+        counts = state_summary(state_counts(shown)) if sample else "starting…"
+        if sample and self.where is not None:
+            counts += f" (of {sum(state_counts(sample.conns).values()):,})"
         # what the user chose comes first: an 80-column line cuts the end, the timing and units
         took = f"refresh {sample.took:.2f}s every {self.interval:g}s · rates in bytes/s" if sample else ""
         grouped = {"process": "by process", "remote": "by remote host"}.get(self.grouping, "not grouped")
@@ -335,10 +341,11 @@ class TopApp(App[None]):
             mode.insert(0, f"filter: {self.filter_text}")
         if self.paused:
             mode.insert(0, "PAUSED")
-        self.query_one("#status", Static).update(f"{counts}\n{' · '.join(part for part in mode if part)}")
+        # one line each: a wrapped line would push the next one out of its two rows
+        self.query_one("#status", Static).update(f"{counts[:width]}\n{' · '.join(part for part in mode if part)[:width]}")
         recent = self.message if time.monotonic() - self.message_at < MESSAGE_SECONDS else ""
         notes = sample.notes if sample else []
-        self.query_one("#note", Static).update(recent or " · ".join(notes))
+        self.query_one("#note", Static).update((recent or " · ".join(notes))[:width])
 
     def say(self, message: str) -> None:
         """Show a message above the keys for a few seconds."""
