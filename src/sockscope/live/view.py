@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import compress, filterfalse
+from operator import attrgetter, itemgetter
 from typing import Any, Literal, NamedTuple
 
 from ..model import Endpoint, Socket, State
@@ -57,29 +59,29 @@ def _number(value: float | None) -> float:
 
 
 def _conn_key(column: str) -> Callable[[Conn], Any]:
-    """Give the sort key of a column for single connections (ties broken by the local end)."""
+    """Give the sort key of a column for single connections.
 
-    def ends(conn: Conn) -> tuple[Any, ...]:
-        return (conn.sock.local, conn.sock.peer)
-
+    Ties (thousands of idle connections all at rate 0) are broken by the socket's key, its
+    cookie: a number compares at C speed, and the order stays put from one refresh to the next.
+    """
     if column == "process":
-        return lambda c: (c.sock.owners[0].name, c.sock.owners[0].pid, *ends(c)) if c.sock.owners else ("\uffff", 0, *ends(c))
+        return lambda c: (c.sock.owners[0].name, c.sock.owners[0].pid, c.key) if c.sock.owners else ("\uffff", 0, c.key)
     if column == "state":
-        return lambda c: (c.closed_at is not None, _STATE_ORDER[c.sock.state], *ends(c))
+        return lambda c: (c.closed_at is not None, _STATE_ORDER[c.sock.state], c.key)
     if column == "local":
         return lambda c: (_endpoint_key(c.sock.local), _endpoint_key(c.sock.peer))
     if column == "remote":
         return lambda c: (_endpoint_key(c.sock.peer), _endpoint_key(c.sock.local))
     if column == "send":
-        return lambda c: (_number(c.send_rate), *ends(c))
+        return lambda c: (-1.0 if c.send_rate is None else c.send_rate, c.key)
     if column == "recv":
-        return lambda c: (_number(c.recv_rate), *ends(c))
+        return lambda c: (-1.0 if c.recv_rate is None else c.recv_rate, c.key)
     if column == "rtt":
-        return lambda c: (_number(c.rtt_us), *ends(c))
+        return lambda c: (-1 if c.rtt_us is None else c.rtt_us, c.key)
     if column == "retrans":
-        return lambda c: (_number(c.retrans), *ends(c))
+        return lambda c: (-1 if c.retrans is None else c.retrans, c.key)
     if column == "queue":
-        return lambda c: (_number(backlog_fill(c.sock)), c.sock.recv_q, *ends(c))
+        return lambda c: (_number(backlog_fill(c.sock)), c.sock.recv_q, c.key)
     raise ValueError(f"no column {column!r}")
 
 
@@ -115,25 +117,28 @@ def _group_key(column: str) -> Callable[[Group], Any]:
     raise ValueError(f"no column {column!r}")
 
 
+_SOCK, _SEND, _RECV, _CLOSED, _RTT, _RETRANS = (attrgetter(name) for name in ("sock", "send_rate", "recv_rate", "closed_at", "rtt_us", "retrans"))
+_STATE = itemgetter(2)  # Socket.state
+
+
 def make_group(key: Any, title: str, pid: int | None, conns: list[Conn]) -> Group:
-    """Give a Group with its sums over `conns` (closed connections count in none of them)."""
-    send = recv = 0.0
-    retrans = 0
-    rtt: int | None = None
-    states: Counter[State] = Counter()
+    """Give a Group with its sums over `conns` (closed connections count in none of them).
+
+    `rtt_us` is the largest among its established connections. Sums run at C speed (map,
+    filter, sum): a group may hold tens of thousands of connections, every refresh.
+    """
+    live = list(filterfalse(_CLOSED, conns))
+    states_of = list(map(_STATE, map(_SOCK, live)))
+    states: Counter[State] = Counter(states_of)
+    send = float(sum(filter(None, map(_SEND, live))))
+    recv = float(sum(filter(None, map(_RECV, live))))
+    retrans = sum(filter(None, map(_RETRANS, live)))
+    established = compress(live, map(State.ESTAB.__eq__, states_of))
+    rtt = max(filter(None, map(_RTT, established)), default=None)
     fill: float | None = None
-    for conn in conns:
-        if conn.closed_at is not None:
-            continue
-        states[conn.sock.state] += 1
-        send += conn.send_rate or 0.0
-        recv += conn.recv_rate or 0.0
-        retrans += conn.retrans or 0
-        if conn.rtt_us is not None and conn.sock.state is State.ESTAB and (rtt is None or conn.rtt_us > rtt):
-            rtt = conn.rtt_us
-        level = backlog_fill(conn.sock)
-        if level is not None and (fill is None or level > fill):
-            fill = level
+    if states[State.LISTEN]:
+        levels = [backlog_fill(conn.sock) for conn in compress(live, map(State.LISTEN.__eq__, states_of))]
+        fill = max((level for level in levels if level is not None), default=None)
     return Group(key, title, pid, conns, send, recv, retrans, rtt, states, fill)
 
 
