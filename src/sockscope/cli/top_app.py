@@ -337,6 +337,8 @@ class TopApp(App[None]):
         took = f"refresh {sample.took:.2f}s every {self.interval:g}s · rates in bytes/s" if sample else ""
         grouped = {"process": "by process", "remote": "by remote host"}.get(self.grouping, "not grouped")
         mode = [grouped, f"sort {self.column}{' ▼' if self.descending else ' ▲'}", took]
+        if self.names is not None:
+            mode.insert(2, "port names")
         if self.filter_text:
             mode.insert(0, f"filter: {self.filter_text}")
         if self.paused:
@@ -375,6 +377,7 @@ class TopApp(App[None]):
 
         self.names = None if self.names is not None else services.by_port("tcp")
         self._relayout()
+        self._status()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

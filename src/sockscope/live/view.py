@@ -18,6 +18,7 @@ Grouping = Literal["process", "remote", "flat"]
 GROUPINGS: tuple[Grouping, ...] = ("process", "remote", "flat")
 #: The columns a table may be sorted by, in the order they are shown.
 COLUMNS = ("process", "state", "local", "remote", "send", "recv", "rtt", "retrans", "queue")
+UNKNOWN_OWNER = "? (owner not seen)"  # the group of sockets no visible process holds
 _STATE_ORDER = {state: number for number, state in enumerate(State)}
 
 
@@ -101,7 +102,7 @@ def _endpoint_key(end: object) -> tuple[int, str, int]:
 
 def _group_key(column: str) -> Callable[[Group], Any]:
     if column in ("process", "local", "remote"):
-        return lambda g: (g.pid is None and g.title == "?", _address_key(g.title), g.pid or 0)
+        return lambda g: (g.title == UNKNOWN_OWNER, _address_key(g.title), g.pid or 0)
     if column == "state":
         return lambda g: (len(g.conns), g.title)
     if column == "send":
@@ -143,9 +144,9 @@ def make_group(key: Any, title: str, pid: int | None, conns: list[Conn]) -> Grou
 
 
 def by_process(conns: Iterable[Conn]) -> list[Group]:
-    """Give one Group per process holding sockets (a shared socket goes to its lowest pid), plus `?` for unknown owners."""
+    """Give one Group per process holding sockets (a shared socket goes to its lowest pid), plus UNKNOWN_OWNER for the rest."""
     parts: dict[int | None, list[Conn]] = {}
-    names: dict[int | None, str] = {None: "?"}
+    names: dict[int | None, str] = {None: UNKNOWN_OWNER}
     for conn in conns:
         owners = conn.sock.owners
         pid = owners[0].pid if owners else None
