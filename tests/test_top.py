@@ -168,7 +168,8 @@ def paced_sender(port: int, stop: threading.Event) -> threading.Thread:
 
 @needs_textual
 def test_pilot_shows_rates_and_answers_every_key() -> None:
-    from sockscope.cli.top_app import LineView, ProcessScreen, TopApp
+    from sockscope.cli.top_app import TopApp
+    from sockscope.cli.top_screens import LineView, ProcessScreen
 
     port = free_port()
     stop = threading.Event()
@@ -233,7 +234,8 @@ def test_pilot_shows_rates_and_answers_every_key() -> None:
 @needs_root
 @needs_textual
 def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
-    from sockscope.cli.top_app import Confirm, LineView, TopApp
+    from sockscope.cli.top_app import TopApp
+    from sockscope.cli.top_screens import Confirm, LineView
 
     port = free_port()
     with started(["nc", "-l", "127.0.0.1", str(port)]) as server:
@@ -263,7 +265,8 @@ def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
 
 @needs_textual
 def test_pilot_stops_a_listener_after_asking() -> None:
-    from sockscope.cli.top_app import Confirm, LineView, TopApp
+    from sockscope.cli.top_app import TopApp
+    from sockscope.cli.top_screens import Confirm, LineView
 
     with stuck_listener() as (server, port):
         app = TopApp(interval=0.5, filter_text=f"sport = :{port}")
