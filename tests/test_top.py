@@ -310,3 +310,26 @@ def test_once_escapes_a_process_name_made_of_terminal_escapes() -> None:
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout and "\\x1b[2J\\nevil" in result.stdout
     assert len(result.stdout.splitlines()) == 3  # heading, the process, its listener: no line broken in two
+
+
+def udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_once_with_udp_shows_socat_udp_receiver_and_no_made_up_rates() -> None:
+    port = free_port()
+    with started(["socat", "-u", f"UDP-RECV:{port},bind=127.0.0.1", "OPEN:/dev/null"]) as receiver:
+        wait_for(lambda: receiver.poll() is not None or udp_bound(port))
+        plain = sockscope("top", "--once", "--interval", "0.1", "sport", "=", f":{port}")
+        result = sockscope("top", "--once", "-u", "--interval", "0.1", "sport", "=", f":{port}")
+    assert plain.returncode == 1  # TCP only unless asked
+    assert result.returncode == 0, result.stderr
+    _heading, group, row = result.stdout.splitlines()
+    assert group.startswith(f"socat ({receiver.pid}, ") and "1 unconn" in group
+    assert row.split()[:3] == ["udp", "UNCONN", f"127.0.0.1:{port}"]
+    assert group.split("unconn", 1)[1].strip() == ""  # UDP has no tcp_info: no rate, rtt or retransmits shown

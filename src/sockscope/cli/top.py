@@ -35,7 +35,12 @@ def add_parser(commands: Any) -> None:
         description="Listeners and connections grouped by process, refreshed every second, with send and receive rates "
         "(from tcp_info), rtt, retransmits and how full each listener's accept backlog is. Keys are shown at the bottom. "
         "Needs a terminal; --once prints one plain-text table instead.",
-        epilog="Examples: 'sockscope top', 'sockscope top dport = :443', 'sockscope top --once --group flat --sort recv'.",
+        epilog="Keys: < and > choose the sort column, i inverts it, / filters, p pauses, n shows port names, g groups by "
+        "process, remote host or not at all, Enter opens a process (its sockets and every open descriptor), c closes a "
+        "connection and k stops a listener (both ask first), q quits. SEND is bytes per second the peer acknowledged, "
+        "RECV bytes per second received; QUEUE is a listener's accept backlog and its limit. Closed connections stay "
+        "5 seconds, marked 'closed'. "
+        "Examples: 'sockscope top', 'sockscope top dport = :443', 'sockscope top --once --group flat --sort recv'.",
     )
     p.add_argument("-d", "--interval", type=seconds, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
     p.add_argument("-u", "--udp", action="store_true", help="show UDP sockets too")

@@ -33,8 +33,8 @@ class Group(NamedTuple):
     title: str
     pid: int | None
     conns: list[Conn]
-    send_rate: float
-    recv_rate: float
+    send_rate: float | None
+    recv_rate: float | None
     retrans: int
     rtt_us: int | None
     states: Counter[State]
@@ -106,9 +106,9 @@ def _group_key(column: str) -> Callable[[Group], Any]:
     if column == "state":
         return lambda g: (len(g.conns), g.title)
     if column == "send":
-        return lambda g: (g.send_rate, g.title)
+        return lambda g: (_number(g.send_rate), g.title)
     if column == "recv":
-        return lambda g: (g.recv_rate, g.title)
+        return lambda g: (_number(g.recv_rate), g.title)
     if column == "rtt":
         return lambda g: (_number(g.rtt_us), g.title)
     if column == "retrans":
@@ -131,8 +131,10 @@ def make_group(key: Any, title: str, pid: int | None, conns: list[Conn]) -> Grou
     live = list(filterfalse(_CLOSED, conns))
     states_of = list(map(_STATE, map(_SOCK, live)))
     states: Counter[State] = Counter(states_of)
-    send = float(sum(filter(None, map(_SEND, live))))
-    recv = float(sum(filter(None, map(_RECV, live))))
+    sends = [rate for rate in map(_SEND, live) if rate is not None]
+    recvs = [rate for rate in map(_RECV, live) if rate is not None]
+    send = float(sum(sends)) if sends else None  # None: no member's rate is known (UDP, a first refresh)
+    recv = float(sum(recvs)) if recvs else None
     retrans = sum(filter(None, map(_RETRANS, live)))
     established = compress(live, map(State.ESTAB.__eq__, states_of))
     rtt = max(filter(None, map(_RTT, established)), default=None)
