@@ -83,7 +83,7 @@ def test_once_shows_a_full_accept_backlog_with_the_clients_of_nc() -> None:
         for _ in range(3):
             stack.enter_context(started(["nc", "127.0.0.1", str(port)]))
         time.sleep(0.5)
-        result = sockscope("top", "--once", "--interval", "0.2", "sport", "=", f":{port}")
+        result = sockscope("top", "--once", "--interval", "0.2", "--port", str(port))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     listener = next(line for line in lines if "LISTEN" in line)
@@ -170,22 +170,24 @@ def paced_sender(port: int, stop: threading.Event) -> threading.Thread:
 def test_pilot_shows_rates_and_answers_every_key() -> None:
     from sockscope.cli.top_app import TopApp
     from sockscope.cli.top_screens import LineView, ProcessScreen
+    from sockscope.live.sampler import Sampler
 
     port = free_port()
     stop = threading.Event()
     with started(["socat", "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", "OPEN:/dev/null"]) as receiver:
         wait_for(lambda: listening(port) or receiver.poll() is not None)
         sender = paced_sender(port, stop)
-        app = TopApp(interval=0.5, filter_text=f"sport = :{port} or dport = :{port}")
+        # --port: the kernel picks the sockets, so a refresh stays quick on a busy host
+        app = TopApp(interval=0.5, filter_text=f"sport = :{port}", sampler=Sampler(local_port=port))
 
         async def script(app: TopApp, pilot: Any) -> None:
-            await refreshed(app, pilot, 3)
+            await refreshed(app, pilot, 2)  # the second one has rates
             text = "\n".join(screen_text(app))
             found = [row for row in app.lines if row.conn is not None and row.conn.sock.state is State.ESTAB and row.conn.sock.local.port == port]
             assert found, text
             socat = found[0]
             assert socat.group is not None and socat.group.title.startswith(f"socat ({receiver.pid}, ")
-            assert socat.conn is not None and 1_000_000 < (socat.conn.recv_rate or 0) < 4_000_000, text
+            assert socat.conn is not None and 500_000 < (socat.conn.recv_rate or 0) < 4_000_000, text  # about 2 MB/s sent
             assert f"127.0.0.1:{port}" in text
             header = app.query_one("#heading").render()
             assert "SEND▼" in str(header)
@@ -200,7 +202,7 @@ def test_pilot_shows_rates_and_answers_every_key() -> None:
             await pilot.press("g")
             await pilot.press("p")
             seen = app.refreshes
-            await pilot.pause(1.5)
+            await pilot.pause(1.2)
             assert app.refreshes <= seen + 1 and "PAUSED" in str(app.query_one("#status").render())
             await pilot.press("p")
             await refreshed(app, pilot, 1)
@@ -236,17 +238,18 @@ def test_pilot_shows_rates_and_answers_every_key() -> None:
 def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
     from sockscope.cli.top_app import TopApp
     from sockscope.cli.top_screens import Confirm, LineView
+    from sockscope.live.sampler import Sampler
 
     port = free_port()
     with started(["nc", "-l", "127.0.0.1", str(port)]) as server:
         wait_for(lambda: listening(port) or server.poll() is not None)
         with started(["nc", "127.0.0.1", str(port)]) as client:
-            app = TopApp(interval=0.5, filter_text=f"dport = :{port}")
+            app = TopApp(interval=0.5, sampler=Sampler(local_port=port))  # nc's accepted end: closing it resets the client
 
             async def script(app: TopApp, pilot: Any) -> None:
                 await refreshed(app, pilot, 1)
                 table = app.query_one(LineView)
-                table.cursor = next(i for i, row in enumerate(app.lines) if row.conn is not None)
+                table.cursor = next(i for i, row in enumerate(app.lines) if row.conn is not None and row.conn.sock.state is State.ESTAB)
                 await pilot.press("c")
                 assert isinstance(app.screen, Confirm) and f"127.0.0.1:{port}" in app.screen.question
                 await pilot.press("n")
@@ -267,9 +270,10 @@ def test_pilot_closes_a_connection_after_asking_and_marks_it_closed() -> None:
 def test_pilot_stops_a_listener_after_asking() -> None:
     from sockscope.cli.top_app import TopApp
     from sockscope.cli.top_screens import Confirm, LineView
+    from sockscope.live.sampler import Sampler
 
     with stuck_listener() as (server, port):
-        app = TopApp(interval=0.5, filter_text=f"sport = :{port}")
+        app = TopApp(interval=0.5, filter_text=f"sport = :{port}", sampler=Sampler(local_port=port))
 
         async def script(app: TopApp, pilot: Any) -> None:
             await refreshed(app, pilot, 1)

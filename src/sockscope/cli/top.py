@@ -46,6 +46,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("-u", "--udp", action="store_true", help="show UDP sockets too")
     p.add_argument("-g", "--group", choices=("process", "remote", "flat"), default="process", help="group rows by process (default), remote host, or not")
     p.add_argument("-s", "--sort", choices=SORTABLE, default="send", help="sort by this column, largest first (default send)")
+    p.add_argument("-p", "--port", type=int, metavar="PORT", help="only sockets whose local port is PORT, filtered by the kernel (cheap on a busy host)")
     p.add_argument("--once", action="store_true", help="print one table as plain text (rates over one interval) and exit")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="show only sockets this filter matches (the language of ls)")
 
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     """Show the live view (or one table with --once); give the exit status."""
     if not 0.1 <= args.interval <= 3600 or math.isnan(args.interval):
         raise UsageError(f"--interval {args.interval:g}: give a number of seconds from 0.1 to 3600")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
     where = compile_words(args.filter)
     netids = frozenset({NetId.TCP, NetId.UDP} if args.udp else {NetId.TCP})
     if args.once:
@@ -66,7 +69,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         if missing.name is None or not missing.name.startswith("textual"):
             raise
         raise SockscopeError("top needs textual, which is not installed: pip install 'sockscope[top]' (or use 'sockscope top --once')") from None
-    app = TopApp(netids=netids, interval=args.interval, grouping=args.group, column=args.sort, filter_text=" ".join(args.filter))
+    from ..live.sampler import Sampler
+
+    sampler = Sampler(netids, local_port=args.port)
+    app = TopApp(interval=args.interval, grouping=args.group, column=args.sort, filter_text=" ".join(args.filter), sampler=sampler)
     app.run()
     if app.failure is not None:
         raise app.failure
@@ -91,7 +97,7 @@ def print_once(env: Environment, netids: frozenset[NetId], where: Callable[[Any]
     from ..live.sampler import Sampler
     from ..live.view import rows
 
-    sampler = Sampler(netids)
+    sampler = Sampler(netids, local_port=args.port)
     sampler.sample()
     time.sleep(args.interval)
     sample = sampler.sample()

@@ -43,8 +43,9 @@ def collector_paused() -> Iterator[None]:
 class Sampler:
     """Takes refreshes one after another, keeping what the next one needs (counters, owners)."""
 
-    def __init__(self, netids: frozenset[NetId] = frozenset({NetId.TCP}), root: str | None = None, owners: bool = True) -> None:
+    def __init__(self, netids: frozenset[NetId] = frozenset({NetId.TCP}), root: str | None = None, owners: bool = True, local_port: int | None = None) -> None:
         self.netids = netids
+        self.local_port = local_port  # only sockets bound to this port, filtered by the kernel
         self.root = root or proc_root()
         self.holders = Holders(self.root) if owners else None
         self.rates = Rates()
@@ -53,13 +54,16 @@ class Sampler:
         """Give the next refresh."""
         started = time.monotonic()
         with collector_paused():
-            found = take(Query(netids=self.netids, states=ALL_STATES_MASK, proc_root=self.root, internals=frozenset({"info"})))
+            query = Query(netids=self.netids, states=ALL_STATES_MASK, proc_root=self.root, local_port=self.local_port, internals=frozenset({"info"}))
+            found = take(query)
+            # the counters' time is the dump's: the owner update after it may take a while
+            # (the first full scan), and rates must be over the time between two dumps
+            now = time.monotonic()
             sockets, notes = found.sockets, list(found.notes)
             if self.holders is not None:
                 self.holders.update(sockets)
                 sockets = self.holders.attach(sockets)
                 if denied := len(self.holders.denied):
                     notes.append(f"owners unknown for {denied} processes of other users (run as root to see them)")
-            now = time.monotonic()
             conns = self.rates.update(sockets, now)
-        return Sample(conns, notes, now - started, now)
+        return Sample(conns, notes, time.monotonic() - started, now)
