@@ -78,11 +78,17 @@ def stuck_listener() -> Iterator[tuple[subprocess.Popen[str], int]]:
             proc.wait(5)
 
 
+def backlog_by_ss(port: int) -> int:
+    """Give a listener's accept queue as ss shows it (Recv-Q)."""
+    lines = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout.split()
+    return int(lines[1]) if len(lines) > 1 else -1
+
+
 def test_once_shows_a_full_accept_backlog_with_the_clients_of_nc() -> None:
     with stuck_listener() as (server, port), contextlib.ExitStack() as stack:
         for _ in range(3):
             stack.enter_context(started(["nc", "127.0.0.1", str(port)]))
-        time.sleep(0.5)
+        wait_for(lambda: backlog_by_ss(port) == 2)  # the third client waits in SYN-SENT: the queue is full
         result = sockscope("top", "--once", "--interval", "0.2", "--port", str(port))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -94,7 +100,7 @@ def test_once_shows_a_full_accept_backlog_with_the_clients_of_nc() -> None:
 
 
 def test_once_with_nothing_matching_exits_1() -> None:
-    result = sockscope("top", "--once", "--interval", "0.1", "sport", "=", f":{free_port()}")
+    result = sockscope("top", "--once", "--interval", "0.1", "--port", str(free_port()))
     assert result.returncode == 1
     assert result.stdout.splitlines()[0].split()[:3] == ["STATE", "LOCAL", "REMOTE"]
 
@@ -107,6 +113,8 @@ def test_once_with_nothing_matching_exits_1() -> None:
         (("--interval", "nan"), "not a number of seconds"),
         (("--interval", "0"), "from 0.1 to 3600"),
         (("--sort", "colour"), "invalid choice"),
+        (("--once", "--port", "70000"), "from 1 to 65535"),
+        (("--once", "--port", "http"), "invalid int value"),
     ],
 )
 def test_top_refuses_in_one_line_with_exit_2(args: tuple[str, ...], words: str) -> None:
@@ -307,7 +315,7 @@ def test_once_escapes_a_process_name_made_of_terminal_escapes() -> None:
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline())
-            result = sockscope("top", "--once", "--interval", "0.1", "sport", "=", f":{port}")
+            result = sockscope("top", "--once", "--interval", "0.1", "--port", str(port))
         finally:
             proc.kill()
             proc.wait(5)
@@ -329,8 +337,8 @@ def test_once_with_udp_shows_socat_udp_receiver_and_no_made_up_rates() -> None:
     port = free_port()
     with started(["socat", "-u", f"UDP-RECV:{port},bind=127.0.0.1", "OPEN:/dev/null"]) as receiver:
         wait_for(lambda: receiver.poll() is not None or udp_bound(port))
-        plain = sockscope("top", "--once", "--interval", "0.1", "sport", "=", f":{port}")
-        result = sockscope("top", "--once", "-u", "--interval", "0.1", "sport", "=", f":{port}")
+        plain = sockscope("top", "--once", "--interval", "0.1", "--port", str(port))
+        result = sockscope("top", "--once", "-u", "--interval", "0.1", "--port", str(port))
     assert plain.returncode == 1  # TCP only unless asked
     assert result.returncode == 0, result.stderr
     _heading, group, row = result.stdout.splitlines()
