@@ -345,3 +345,23 @@ def test_once_with_udp_shows_socat_udp_receiver_and_no_made_up_rates() -> None:
     assert group.startswith(f"socat ({receiver.pid}, ") and "1 unconn" in group
     assert row.split()[:3] == ["udp", "UNCONN", f"127.0.0.1:{port}"]
     assert group.split("unconn", 1)[1].strip() == ""  # UDP has no tcp_info: no rate, rtt or retransmits shown
+
+
+@needs_textual
+def test_pilot_a_refresh_that_breaks_ends_top_with_one_line() -> None:
+    from sockscope.cli.top_app import TopApp
+    from sockscope.live.sampler import Sampler
+
+    class Broken(Sampler):
+        def sample(self) -> Any:
+            raise RuntimeError("boom")
+
+    app = TopApp(sampler=Broken())
+
+    async def script(app: TopApp, pilot: Any) -> None:
+        deadline = time.monotonic() + 5
+        while app.failure is None and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+
+    run_app(app, script)
+    assert app.failure is not None and app.failure.message == "internal error RuntimeError: boom (please report it)"

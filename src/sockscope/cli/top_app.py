@@ -123,6 +123,9 @@ class TopApp(App[None]):
         except SockscopeError as error:
             self.call_from_thread(self._failed, error)
             return
+        except Exception as error:  # a bug of ours, or /proc in a state we did not foresee: one line, never a traceback
+            self.call_from_thread(self._failed, SockscopeError(f"internal error {type(error).__name__}: {error} (please report it)"))
+            return
         finally:
             self._sampling = False
         self.call_from_thread(self._show, sample, lines, settings)
@@ -311,6 +314,9 @@ class TopApp(App[None]):
         except SockscopeError as error:
             self.call_from_thread(self.say, f"not closed: {error.message}")
             return
+        except OSError as error:
+            self.call_from_thread(self.say, f"not closed: {error.strerror or error}")
+            return
         text = "closed" if done is not None and done.closed else "it had closed already"
         self.call_from_thread(self.say, f"{endpoint_text(sock.local)} -> {endpoint_text(sock.peer)}: {text}")
 
@@ -339,6 +345,9 @@ class TopApp(App[None]):
             outcome = stop(port, udp=udp, root=self.sampler.root, timeout=5.0)
         except SockscopeError as error:
             self.call_from_thread(self.say, f"port {port}/{proto}: {error.message}")
+            return
+        except OSError as error:
+            self.call_from_thread(self.say, f"port {port}/{proto}: {error.strerror or error}")
             return
         sent = ", ".join(f"{signal} to pid {victim.process.pid}" for victim, signal in outcome.signalled)
         if outcome.free:
