@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import compress, filterfalse
+from itertools import compress, filterfalse, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, Literal, NamedTuple
 
@@ -180,13 +180,14 @@ def rows(
         conns = [conn for conn in conns if where(conn.sock)]
     conn_key = _conn_key(column)
     if grouping == "flat":
-        return [Row(None, conn) for conn in sorted(conns, key=conn_key, reverse=descending)]
+        return list(map(tuple.__new__, repeat(Row), zip(repeat(None), sorted(conns, key=conn_key, reverse=descending))))
     groups = by_process(conns) if grouping == "process" else by_remote(conns)
     groups.sort(key=_group_key(column), reverse=descending)
     out: list[Row] = []
     for group in groups:
         out.append(Row(group, None))
         members = sorted(group.conns, key=conn_key, reverse=descending)
-        members.sort(key=lambda c: c.sock.state is not State.LISTEN)  # stable: listeners first, each part still sorted
-        out += [Row(group, conn) for conn in members]
+        if group.states[State.LISTEN]:  # stable: listeners first, each part still in order
+            members.sort(key=lambda c: c.sock.state is not State.LISTEN)
+        out += map(tuple.__new__, repeat(Row), zip(repeat(group), members))  # C-level: one Row per socket
     return out
