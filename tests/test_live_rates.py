@@ -4,11 +4,15 @@ sorted, and the owner map kept up to date without rereading every process."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
+from conftest import needs_root
 from sockscope.inventory.filters import compile_filter
 from sockscope.live.holders import Holders, descriptors
 from sockscope.live.rates import Rates, state_counts
@@ -173,3 +177,30 @@ def test_descriptors_lists_every_open_file_of_a_process() -> None:
         found = {d.fd: d.target for d in descriptors(os.getpid())}
         assert found[sock.fileno()].startswith("socket:[")
         assert found[handle.fileno()] == os.path.abspath(__file__)
+
+
+IN_ANOTHER_NAMESPACE = """
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_owner_map_leaves_processes_of_other_network_namespaces_unread() -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare")
+    command = ["unshare", "--net", sys.executable, "-c", IN_ANOTHER_NAMESPACE]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            holders = Holders()
+            holders.update([])
+            assert child.pid in holders.elsewhere and child.pid not in holders.processes
+            assert os.getppid() in holders.processes or os.getppid() == 1  # our own namespace is read
+        finally:
+            child.kill()
+            child.wait(5)

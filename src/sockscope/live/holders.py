@@ -5,6 +5,8 @@ second, too much to repeat every second. Instead each refresh lists the processe
 those that are new or whose number of open files changed (the size of /proc/<pid>/fd, Linux 6.2
 and later), and for sockets still without an owner rereads the likeliest holders once: the owners
 of a listener on the same port (an accepted connection), then the processes of the socket's user.
+Processes in another network namespace (containers) hold sockets this view never shows: they
+are not read, unless they move into ours.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Holders:
         self.processes: dict[int, _Process] = {}
         self.by_inode: dict[int, tuple[Owner, ...]] = {}
         self.denied: set[int] = set()
+        self.home = _network_namespace(proc_root, "self")  # None: cannot tell (fixtures), read every process
+        self.elsewhere: set[int] = set()  # processes in another network namespace
         self.tried: set[int] = set()  # inodes already searched for once and not found
         self.reads = 0  # processes whose descriptors were read, over the map's life (to measure)
         self._me = os.getpid()
@@ -62,11 +66,19 @@ class Holders:
         for gone in self.processes.keys() - pids:
             self._forget(gone)
         self.denied &= pids
+        self.elsewhere &= pids
+        home = self.home
         for pid in pids:
             known = self.processes.get(pid)
             if known is None:
-                if pid not in self.denied:
-                    self._read(pid)
+                if pid in self.denied:
+                    continue
+                space = _network_namespace(self.proc_root, pid) if home is not None else None
+                if space is not None and space != home:
+                    self.elsewhere.add(pid)
+                    continue
+                self.elsewhere.discard(pid)
+                self._read(pid)
             elif known.files < 0 or self._files(pid) != known.files:
                 self._read(pid)
         self._find_missing(sockets)
@@ -180,6 +192,14 @@ class Holders:
             if not wanted:
                 break
         self.tried |= wanted
+
+
+def _network_namespace(proc_root: str, pid: int | str) -> str | None:
+    """Give a process's network namespace (`net:[4026531840]`), None when it cannot be read."""
+    try:
+        return os.readlink(f"{proc_root}/{pid}/ns/net")
+    except OSError:
+        return None
 
 
 def _command_name(proc_root: str, pid: int) -> str:
