@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "listen": "listen",
     "scan": "scan",
     "events": "events",
+    "top": "top",
     "completion": "completion",
     "explain": "explain",
 }
