@@ -380,6 +380,14 @@ _users: dict[tuple[str, int], str] = {}
 _uid_names: dict[int, str] = {}
 
 
+def forget(proc_root: str, pids: Iterable[int]) -> None:
+    """Drop the remembered name and user of processes that exited, so a reused pid is not named
+    after them (a listing lasts a moment; a watcher lives long enough for pids to come round)."""
+    for pid in pids:
+        _names.pop((proc_root, pid), None)
+        _users.pop((proc_root, pid), None)
+
+
 def process_name(proc_root: str, pid: int) -> str:
     """Give a process's command name (`comm`), or `?` when it has gone."""
     key = (proc_root, pid)

@@ -109,6 +109,4 @@ class HolderMap:
         """Drop what is remembered of processes that exited, so a reused pid is not named after them."""
         for pid in gone:
             self.recent.pop(pid, None)
-            # the inventory caches names and users by pid for one listing; a watcher lives longer
-            owners._names.pop((self.proc_root, pid), None)
-            owners._users.pop((self.proc_root, pid), None)
+        owners.forget(self.proc_root, gone)
