@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -230,6 +231,21 @@ def test_table_names_the_columns() -> None:
     assert os.linesep not in result.stderr.strip() or "watching" in result.stderr
 
 
+def _until_ss_listens(ss: subprocess.Popen[str]) -> None:
+    """Close probe connections on another port until `ss -E` prints one: then it has subscribed
+    (a fixed sleep was too short on a loaded host, and ss then missed the test's closes)."""
+    assert ss.stdout is not None
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            socket.create_connection(probe.getsockname()).close()
+            probe.accept()[0].close()
+            if select.select([ss.stdout], [], [], 0.2)[0]:
+                ss.stdout.readline()
+                return
+    pytest.fail("ss -E printed nothing for 10 s")
+
+
 @pytest.mark.skipif(not (have("ss") and have("stdbuf")), reason="needs ss and stdbuf")
 def test_closes_agree_with_ss_events() -> None:
     """`ss -E -i` listens to the same kernel groups: the same connections close, with the same
@@ -238,7 +254,7 @@ def test_closes_agree_with_ss_events() -> None:
     listener = socket.create_server(("127.0.0.1", port))
     ss = subprocess.Popen(["stdbuf", "-oL", "ss", "-E", "-tni"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with watching("--jsonl", "-t", "--interval", "5", *port_filter(port)) as events:
-        time.sleep(0.3)  # ss subscribed too
+        _until_ss_listens(ss)
         for size in (100, 2000, 30000):
             client = socket.create_connection(("127.0.0.1", port))
             accepted, _peer = listener.accept()
