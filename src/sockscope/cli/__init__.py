@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "connect": "connect",
     "listen": "listen",
     "scan": "scan",
+    "exporter": "exporter",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
