@@ -207,6 +207,8 @@ class Census:
         owner_of = list(map(_first_owner, map(itemgetter(10), found)))  # 10: owners
         self._choose(owner_of)
         labelled = {pid: (name, str(pid)) for pid, name in self._chosen.items()}
+        for process in labelled.values():  # every labelled process has its counters, at 0 to begin with
+            self._account(process)
         processes = [UNKNOWN if owner is None else labelled.get(owner[0], OTHER) for owner in owner_of]
         listeners, by_port = _listeners(found, owner_of)
         figures = Figures({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})
@@ -373,17 +375,20 @@ def parse_counters(text: str) -> dict[str, int]:
     Lines that do not pair up are skipped: a kernel may add groups we do not know.
     """
     found: dict[str, int] = {}
-    lines = text.splitlines()
-    for header, values in zip(lines[::2], lines[1::2], strict=False):
-        names, numbers = header.split(), values.split()
-        if not names or not numbers or names[0] != numbers[0] or len(names) != len(numbers) or not names[0].endswith(":"):
+    header: list[str] | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if not words or not words[0].endswith(":"):
+            header = None
             continue
-        group = names[0]
-        for name, number in zip(names[1:], numbers[1:], strict=True):
-            try:
-                found[group + name] = int(number)
-            except ValueError:
-                continue
+        if header is None or header[0] != words[0]:
+            header = words  # a group's names; its values are on the next line
+            continue
+        if len(header) == len(words):
+            for name, number in zip(header[1:], words[1:], strict=True):
+                if number.isdigit():
+                    found[words[0] + name] = int(number)
+        header = None
     return found
 
 
