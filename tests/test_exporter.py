@@ -186,9 +186,11 @@ def test_beyond_loopback_a_bearer_token_is_required() -> None:
             with pytest.raises(urllib.error.HTTPError) as refused:
                 scrape(port)
             assert refused.value.code == 401
+            refused.value.close()
             with pytest.raises(urllib.error.HTTPError) as wrong:
                 scrape(port, headers={"Authorization": "Bearer s3cret-tokeN"})
             assert wrong.value.code == 401
+            wrong.value.close()
             assert "sockscope_sockets" in scrape(port, headers={"Authorization": "Bearer s3cret-token"})
 
 
