@@ -1,7 +1,7 @@
 """`sockscope exporter`: Prometheus metrics of this host's sockets, per listener and per process.
 
-The figures are refreshed in a background thread on an interval and rendered once per refresh;
-a scrape sends the rendered text. A scrape therefore takes the same few milliseconds with 50
+The figures are refreshed in the background on an interval (the inventory taken in a forked
+child) and rendered once per refresh; a scrape sends the rendered text. A scrape therefore takes the same few milliseconds with 50
 sockets or 50,000, and many Prometheus servers scraping at once cost one inventory, not one
 each. The serving is an aiohttp application (`build_app`) the web page can add its own routes to.
 """
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Not in the Prometheus exporters' block: 9100-9999 is fully allocated (see the README).
 DEFAULT_PORT = 19100
-DEFAULT_INTERVAL = 5.0
+DEFAULT_INTERVAL = 15.0  # a common scrape interval; a refresh of 50,000 sockets costs about a second of CPU
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -206,7 +206,8 @@ class Refresher:
             self._thread.join(timeout=self.interval + 30)
 
     def _loop(self) -> None:
-        while not self._stop.wait(max(self.interval - self.duration, self.interval / 10)):
+        # a refresh slower than the interval (a huge or busy host) waits as long as it took: at most half the time refreshing
+        while not self._stop.wait(max(self.interval - self.duration, self.duration)):
             try:
                 self.refresh_once()
             except SockscopeError as error:  # a namespace gone, a source refused: keep the last figures, count it
@@ -218,36 +219,100 @@ class Refresher:
 
     def refresh_once(self) -> None:
         """Take the inventory and the kernel's counters, count, and render."""
-        from ..inventory import Query, take
-
         started = time.perf_counter()
-        inventory = take(Query(owners=True, netns=self.netns, internals=frozenset({"info"})))
-        counters, ranges = kernel_views(self.netns)
-        figures = self.census.refresh(with_ourselves(inventory.sockets), time.monotonic(), counters, ranges)
+        sockets, byte_counts, counters, ranges = taken_aside(self.netns)
+        figures = self.census.refresh(sockets, time.monotonic(), counters, ranges, byte_counts)
+        del sockets, byte_counts
         self.duration = time.perf_counter() - started
         self.finished_at = time.time()
         self.rendered = render(figures, self.duration, self.finished_at, self.errors)
 
 
-def with_ourselves(sockets: list[Socket]) -> list[Socket]:
-    """Give the sockets with this process named as the holder of its own (the inventory leaves itself out)."""
-    import pwd
+Taken = tuple[list["Socket"], dict[object, tuple[int, int]], dict[str, dict[str, int]], dict[str, tuple[int, int]]]
+_CHUNK = 4096  # sockets per pickle: the GIL is free between two, so scrapes are answered meanwhile
 
-    from ..model import Owner
 
-    pid = os.getpid()
-    mine: dict[int, Owner] = {}
+def take_here(netns: str | None) -> Taken:
+    """Give the sockets (without internals), TCP byte counts by cookie, kernel counters and port ranges."""
+    from ..inventory import Query, take
+    from ..live.census import tcp_byte_counts
+
+    sockets = take(Query(owners=True, netns=netns, internals=frozenset({"info"}))).sockets
+    byte_counts = tcp_byte_counts(sockets)
+    # tcp_info is most of a socket's memory, and the byte counts are all the census needs of it
+    sockets = [sock._replace(internals=None) if sock.internals is not None else sock for sock in sockets]
+    return (sockets, byte_counts, *kernel_views(netns))
+
+
+def taken_aside(netns: str | None) -> Taken:
+    """Give what `take_here` gives, taken in a forked child.
+
+    The child's memory (tens of megabytes of records and tcp_info at 50,000 sockets) goes back
+    to the system when it exits, its work does not hold our GIL (scrapes keep being answered),
+    and, single-threaded, it may fork the inventory's own owner-scan helper to use both cores.
+    What comes back is pickled in chunks, so the GIL is free between two.
+    """
+    import pickle
+
+    for name in ("diag", "netlink", "owners", "netns", "procnet"):  # no import lock is taken in the child
+        __import__(f"sockscope.inventory.{name}")
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        user = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        user = str(os.geteuid())
-    with contextlib.suppress(OSError):
-        for name in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError, ValueError):
-                link = os.readlink(f"/proc/self/fd/{name}")
-                if link.startswith("socket:["):
-                    mine[int(link[8:-1])] = Owner(pid, "sockscope", int(name), user)
-    return [sock._replace(owners=(mine[sock.inode],)) if not sock.owners and sock.inode in mine else sock for sock in sockets]
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return take_here(netns)
+    if pid == 0:  # the child: send frames, leave without running anyone's clean-up
+        status = 0
+        try:
+            os.close(read_end)
+            sockets, byte_counts, counters, ranges = take_here(netns)
+            chunks = [sockets[at : at + _CHUNK] for at in range(0, len(sockets), _CHUNK)]
+            _send(write_end, pickle.dumps(("ok", len(chunks), byte_counts, counters, ranges), protocol=pickle.HIGHEST_PROTOCOL))
+            for chunk in chunks:
+                _send(write_end, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        except SockscopeError as error:
+            _send(write_end, pickle.dumps(("error", error), protocol=pickle.HIGHEST_PROTOCOL))
+        except BaseException as error:
+            with contextlib.suppress(BaseException):
+                _send(write_end, pickle.dumps(("error", SockscopeError(f"refresh failed: {type(error).__name__}: {error}"))))
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb", buffering=1 << 20) as stream:
+            head = _receive(stream)
+            if head is None:
+                raise SockscopeError("refresh failed: the inventory process ended without an answer")
+            first = pickle.loads(head)
+            if first[0] == "error":
+                raise first[1]
+            _ok, count, byte_counts, counters, ranges = first
+            found: list[Socket] = []
+            for _ in range(count):
+                frame = _receive(stream)
+                if frame is None:
+                    raise SockscopeError("refresh failed: the inventory process stopped half-way")
+                found += pickle.loads(frame)
+    finally:
+        os.waitpid(pid, 0)
+    return found, byte_counts, counters, ranges
+
+
+def _send(fd: int, data: bytes) -> None:
+    view = memoryview(len(data).to_bytes(8, "little") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _receive(stream: Any) -> bytes | None:
+    size = stream.read(8)
+    if len(size) < 8:
+        return None
+    data: bytes = stream.read(int.from_bytes(size, "little"))
+    return data
 
 
 def kernel_views(netns: str | None) -> tuple[dict[str, dict[str, int]], dict[str, tuple[int, int]]]:
