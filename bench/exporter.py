@@ -1,6 +1,9 @@
 """Benchmark one scrape of `sockscope exporter` against node_exporter's tcpstat collector, side by side.
 
-    sudo python bench/exporter.py [--pairs 25000] [--scrapes 30] [--interval 15]
+    sudo python bench/exporter.py [--pairs 25000] [--scrapes 30] [--interval 15] [--isolated]
+
+With --isolated everything runs in a new network namespace of its own, so that sockets other
+programs hold on this host (a shared machine) are in neither tool's count.
 
 Holds PAIRS established loopback connections (2 sockets each), starts Debian's
 prometheus-node-exporter with only --collector.tcpstat and `sockscope exporter`, each on its
@@ -122,7 +125,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=25000)
     parser.add_argument("--scrapes", type=int, default=30)
     parser.add_argument("--interval", type=float, default=15.0)
+    parser.add_argument("--isolated", action="store_true", help="run in a network namespace of its own")
     opts = parser.parse_args()
+    if opts.isolated:
+        name = f"sockscope-bench-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            rest = [arg for arg in sys.argv[1:] if arg != "--isolated"]
+            subprocess.run(["ip", "netns", "exec", name, PY, os.path.abspath(__file__), *rest], check=True)
+        finally:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+        return
     node_port, our_port = free_port(), free_port()
     node = ["prometheus-node-exporter", "--collector.disable-defaults", "--collector.tcpstat", f"--web.listen-address=127.0.0.1:{node_port}"]
     ours = [PY, "-m", "sockscope", "exporter", "--listen", f"127.0.0.1:{our_port}", "--interval", str(opts.interval)]
@@ -144,6 +158,8 @@ def main() -> None:
                 if name == "sockscope exporter":
                     last = body
             time.sleep(0.2)
+        # over two intervals at least, so that refreshes (which cost the CPU) fall inside
+        time.sleep(max(0.0, wall_before + 2 * opts.interval - time.monotonic()))
         cpu = (cpu_seconds(exporter.pid) - cpu_before) / (time.monotonic() - wall_before)
         rss, peak = status_kb(exporter.pid, "VmRSS"), status_kb(exporter.pid, "VmHWM")
     node_ms = statistics.median(times["node_exporter tcpstat"]) * 1000
