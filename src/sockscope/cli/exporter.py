@@ -190,6 +190,7 @@ class Refresher:
         self.last_error = ""
         self.duration = 0.0
         self.finished_at = 0.0
+        self.children: set[int] = set()  # the inventory child of a refresh under way
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sockscope-refresh", daemon=True)
 
@@ -201,9 +202,15 @@ class Refresher:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the refreshes (and a refresh's child under way) and wait for the thread."""
+        import signal
+
         self._stop.set()
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if self._thread.is_alive():
-            self._thread.join(timeout=self.interval + 30)
+            self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         # a refresh slower than the interval (a huge or busy host) waits as long as it took: at most half the time refreshing
@@ -211,6 +218,8 @@ class Refresher:
             try:
                 self.refresh_once()
             except SockscopeError as error:  # a namespace gone, a source refused: keep the last figures, count it
+                if self._stop.is_set():
+                    return  # the child was ended by stop()
                 self.errors += 1
                 if error.message != self.last_error:
                     self.last_error = error.message
@@ -220,7 +229,7 @@ class Refresher:
     def refresh_once(self) -> None:
         """Take the inventory and the kernel's counters, count, and render."""
         started = time.perf_counter()
-        sockets, byte_counts, counters, ranges = taken_aside(self.netns)
+        sockets, byte_counts, counters, ranges = taken_aside(self.netns, self.children)
         figures = self.census.refresh(sockets, time.monotonic(), counters, ranges, byte_counts)
         del sockets, byte_counts
         self.duration = time.perf_counter() - started
@@ -244,13 +253,14 @@ def take_here(netns: str | None) -> Taken:
     return (sockets, byte_counts, *kernel_views(netns))
 
 
-def taken_aside(netns: str | None) -> Taken:
+def taken_aside(netns: str | None, children: set[int] | None = None) -> Taken:
     """Give what `take_here` gives, taken in a forked child.
 
     The child's memory (tens of megabytes of records and tcp_info at 50,000 sockets) goes back
     to the system when it exits, its work does not hold our GIL (scrapes keep being answered),
     and, single-threaded, it may fork the inventory's own owner-scan helper to use both cores.
-    What comes back is pickled in chunks, so the GIL is free between two.
+    What comes back is pickled in chunks, so the GIL is free between two. The child's pid is
+    in `children` while it runs (so that a stopping exporter can end it).
     """
     import pickle
 
@@ -281,6 +291,8 @@ def taken_aside(netns: str | None) -> Taken:
         finally:
             os._exit(status)
     os.close(write_end)
+    if children is not None:
+        children.add(pid)
     try:
         with os.fdopen(read_end, "rb", buffering=1 << 20) as stream:
             head = _receive(stream)
@@ -298,6 +310,8 @@ def taken_aside(netns: str | None) -> Taken:
                 found += pickle.loads(frame)
     finally:
         os.waitpid(pid, 0)
+        if children is not None:
+            children.discard(pid)
     return found, byte_counts, counters, ranges
 
 
