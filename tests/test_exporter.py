@@ -73,8 +73,11 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def until(check: object, seconds: float = 10.0) -> object:
-    """Give the first truthy result of check() within `seconds` (the last result otherwise)."""
+def until(check: object, seconds: float = 40.0) -> object:
+    """Give the first truthy result of check() within `seconds` (the last result otherwise).
+
+    Generous: a refresh of a busy shared host (150,000 sockets, load 4 on 2 cores) takes 10 s.
+    """
     deadline = time.monotonic() + seconds
     while True:
         result = check()  # type: ignore[operator]
