@@ -111,11 +111,34 @@ def test_a_listener_with_three_pending_connections_shows_an_accept_queue_of_thre
         assert (sample(text, "sockscope_sockets", netid="tcp", state="LISTEN") or 0) >= 1
 
 
+# A process whose name holds a quote, a backslash, a newline and a byte that is not UTF-8: label
+# values must still come out escaped and valid.
+ODD_NAME = """
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b'we"ir\\\\d\\nn\\xff', 0, 0, 0)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(5)
+client = socket.create_connection(listener.getsockname())
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
 @pytest.mark.skipif(not have("promtool"), reason="promtool (Debian package prometheus) is not installed")
 def test_promtool_finds_nothing_to_say_about_the_metrics() -> None:
-    with pending_connections(2), exporter() as (_proc, port):
-        time.sleep(0.5)
-        text = scrape(port)
+    odd = subprocess.Popen([sys.executable, "-c", ODD_NAME], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert odd.stdout is not None and odd.stdin is not None
+    try:
+        odd_port = odd.stdout.readline().strip()
+        with pending_connections(2), exporter() as (_proc, port):
+            assert until(lambda: sample(scrape(port), "sockscope_listener_accept_queue", port=odd_port) == 1.0)
+            text = scrape(port)
+    finally:
+        odd.stdin.close()
+        odd.wait(timeout=10)
+        odd.stdout.close()
+    assert 'process="we\\"ir\\\\d\\nn' in text  # escaped as the exposition format says
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked.stdout + checked.stderr
