@@ -69,7 +69,7 @@ def scrape(url: str) -> tuple[float, bytes]:
             chunks.append(chunk)
     took = time.perf_counter() - started
     head, _sep, body = b"".join(chunks).partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
+    if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
         raise RuntimeError(f"{url}: {head[:80]!r}")
     if b"chunked" in head.lower():
         body = _unchunk(body)
@@ -126,7 +126,11 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=30)
     parser.add_argument("--interval", type=float, default=15.0)
     parser.add_argument("--isolated", action="store_true", help="run in a network namespace of its own")
+    parser.add_argument("--serving", action="store_true", help="compare aiohttp with prometheus_client's own server instead")
     opts = parser.parse_args()
+    if opts.serving:
+        serving()
+        return
     if opts.isolated:
         name = f"sockscope-bench-{os.getpid()}"
         subprocess.run(["ip", "netns", "add", name], check=True)
@@ -172,6 +176,54 @@ def main() -> None:
     print(f"  sockets the exporter saw (every kind, this host): {seen:.0f}")
     print(f"  sockscope exporter: RSS {rss / 1024:.1f} MB (peak {peak / 1024:.1f} MB), refresh {sample(last, b'sockscope_refresh_duration_seconds'):.2f} s")
     print(f"  sockscope exporter CPU: {cpu * 100:.1f}% of one core (refresh every {opts.interval:g} s)")
+
+
+SERVE_PROMETHEUS_CLIENT = """
+import sys, time
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
+body = open(sys.argv[2], "rb").read()
+class Fixed:
+    def collect(self):
+        return iter(())
+registry = CollectorRegistry()
+import prometheus_client.exposition as exposition
+exposition.generate_latest = lambda registry=None, escaping=None: body  # the same cached text as ours
+start_http_server(int(sys.argv[1]), "127.0.0.1", registry)
+time.sleep(3600)
+"""
+
+SERVE_AIOHTTP = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from aiohttp import web
+from sockscope.cli.exporter import build_app
+from sockscope.net.listeners import open_inet
+from sockscope.address import parse_address
+body = open(sys.argv[2], "rb").read()
+sockets = open_inet(parse_address("127.0.0.1:" + sys.argv[1]), backlog=128, reuse_port=False, narrate=None)
+from sockscope.cli.exporter import serve
+serve(build_app(lambda: body), sockets, None, web)
+"""
+
+
+def serving(seconds: int = 5) -> None:
+    """Compare the two ways of serving the same cached metrics text with wrk (1 thread, 10 connections)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".prom") as cached:
+        cached.write(b"# HELP x x\n# TYPE x gauge\n" + b"".join(b'x{n="%d"} 1\n' % n for n in range(1000)))
+        cached.flush()
+        for name, script in (("prometheus_client start_http_server", SERVE_PROMETHEUS_CLIENT), ("aiohttp (sockscope exporter)", SERVE_AIOHTTP)):
+            port = free_port()
+            with running([PY, "-c", script, str(port), cached.name, SRC]):
+                wait_for(f"http://127.0.0.1:{port}/metrics", b'x{n="999"}', 20)
+                out = subprocess.run(
+                    ["wrk", "-t1", "-c10", f"-d{seconds}s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, check=True
+                ).stdout
+            rate = next(line for line in out.splitlines() if "Requests/sec" in line)
+            latency = next(line for line in out.splitlines() if line.strip().startswith("Latency"))
+            print(f"  {name:38} {rate.strip():28} {' '.join(latency.split()[:2])}")
 
 
 if __name__ == "__main__":
