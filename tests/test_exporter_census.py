@@ -115,6 +115,19 @@ def test_a_close_event_counts_once_with_its_final_bytes() -> None:
     assert after.durations[("app", "7")].total == 7.5
 
 
+def test_a_close_event_after_the_refresh_found_it_gone_adds_only_the_last_bytes() -> None:
+    count = Census()
+    listener = tcp(("127.0.0.1", 80), ("0.0.0.0", 0), State.LISTEN, pid=7)
+    count.refresh([listener], 0.0)
+    count.refresh([listener, tcp(("127.0.0.1", 80), ("127.0.0.1", 40003), pid=7, cookie=4, sent=100, received=10)], 5.0)
+    count.refresh([listener], 10.0)  # gone: closed with 100 / 10
+    count.closed(4, 150, 10, 9.0, 7)  # the destroy event, late: 50 more bytes were sent before the end
+    after = count.refresh([listener], 15.0)
+    assert (after.closed[("app", "7")], after.opened[("app", "7")]) == (1, 1)
+    assert after.sent_bytes[("app", "7")] == 150
+    assert after.durations[("app", "7")].observed == 1
+
+
 def test_a_connection_too_short_for_any_refresh_still_counts() -> None:
     count = Census()
     listener = tcp(("127.0.0.1", 80), ("0.0.0.0", 0), State.LISTEN, pid=7)

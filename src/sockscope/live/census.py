@@ -25,6 +25,7 @@ from ..records import NamedTuple
 #: Upper bounds (seconds) of the connection duration histogram; +Inf is implied.
 DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
 
+ENDED_KEPT = 65536  # closed connections remembered, so that a late close event does not count twice
 OTHER = ("other", "")  # the processes outside the top N, folded together
 UNKNOWN = ("unknown", "")  # sockets no visible process holds (TIME-WAIT, other users' without root)
 
@@ -166,6 +167,7 @@ class Census:
         self._chosen: dict[int, str] = {}  # pid -> name: the processes with labels of their own
         self._accounts: dict[Process, _Account] = {OTHER: _Account(), UNKNOWN: _Account()}
         self._live: dict[object, _Connection] = {}  # by cookie
+        self._ended: dict[object, _Connection] = {}  # the latest connections closed, by cookie, as counted
         self._refreshed = False
 
     def closed(self, cookie: object, bytes_sent: int, bytes_received: int, duration_s: float | None, pid: int | None) -> None:
@@ -173,8 +175,17 @@ class Census:
 
         A cookie seen open before is charged to the process it was charged to then, whatever
         `pid` says; one never seen (opened and closed between two refreshes) counts as opened
-        too, charged to `pid` when that process has labels of its own. A cookie counts once.
+        too, charged to `pid` when that process has labels of its own. A cookie counts once: a
+        destroy event for a connection a refresh already found gone adds only the bytes it
+        moved since it was last seen.
         """
+        ended = self._ended.get(cookie)
+        if ended is not None:
+            account = self._account(ended.process)
+            account.sent += max(bytes_sent - ended.sent, 0)
+            account.received += max(bytes_received - ended.received, 0)
+            ended.sent, ended.received = max(bytes_sent, ended.sent), max(bytes_received, ended.received)
+            return
         entry = self._live.pop(cookie, None)
         if entry is None:
             process = self._process_of(pid)
@@ -189,6 +200,9 @@ class Census:
         account.received += bytes_received
         if duration_s is not None:
             account.observe(max(duration_s, 0.0))
+        self._ended[cookie] = _Connection(entry.process if entry is not None else process, None, bytes_sent, bytes_received)
+        if len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]  # the oldest: dicts keep insertion order
 
     def refresh(
         self,
