@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from sockscope.live import census
 from sockscope.live.census import OTHER, UNKNOWN, Census, Flow, Listener, parse_counters, parse_port_range
 from sockscope.model import Endpoint, Family, Internals, NetId, Owner, Socket, State, TcpInfo, UnixEndpoint
@@ -194,3 +196,18 @@ def test_port_range_text() -> None:
     assert parse_port_range("60999 32768") is None
     assert parse_port_range("1 2 3") is None
     assert parse_port_range("") is None
+
+
+def test_closes_from_another_thread_are_counted_at_the_next_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("prometheus_client")
+    from sockscope.cli import exporter
+
+    monkeypatch.setattr(exporter, "taken_aside", lambda netns, children: ([], {}, {}, {}))  # an empty host
+    refresher = exporter.Refresher(None, 15, 10)
+    refresher.refresh_once()
+    refresher.closing(987654321, 5000, 60, 2.5, None)  # what a destroy-event listener's thread calls
+    refresher.refresh_once()
+    text = refresher.body().decode()
+    assert 'sockscope_process_tcp_connections_closed_total{pid="",process="unknown"} 1.0' in text
+    assert 'sockscope_process_tcp_sent_bytes_total{pid="",process="unknown"} 5000.0' in text
+    assert 'sockscope_process_tcp_connection_duration_seconds_sum{pid="",process="unknown"} 2.5' in text

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import ipaddress
 import os
+import queue
 import sys
 import threading
 import time
@@ -191,8 +192,17 @@ class Refresher:
         self.duration = 0.0
         self.finished_at = 0.0
         self.children: set[int] = set()  # the inventory child of a refresh under way
+        self.closings: queue.SimpleQueue[tuple[object, int, int, float | None, int | None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sockscope-refresh", daemon=True)
+
+    def closing(self, cookie: object, bytes_sent: int, bytes_received: int, duration_s: float | None, pid: int | None) -> None:
+        """Take a connection's close from any thread (a destroy-event listener); counted at the next refresh.
+
+        The census is not shared between threads: closes wait in a queue and the refresh thread
+        hands them to `Census.closed` before it counts the new inventory.
+        """
+        self.closings.put((cookie, bytes_sent, bytes_received, duration_s, pid))
 
     def body(self) -> bytes:
         """Give the latest rendered metrics."""
@@ -230,6 +240,8 @@ class Refresher:
         """Take the inventory and the kernel's counters, count, and render."""
         started = time.perf_counter()
         sockets, byte_counts, counters, ranges = taken_aside(self.netns, self.children)
+        while not self.closings.empty():
+            self.census.closed(*self.closings.get_nowait())
         figures = self.census.refresh(sockets, time.monotonic(), counters, ranges, byte_counts)
         del sockets, byte_counts
         self.duration = time.perf_counter() - started
