@@ -171,7 +171,7 @@ def main() -> None:
     print(f"{opts.pairs} pairs ({2 * opts.pairs} established sockets), {opts.scrapes} scrapes each, alternating")
     for name, taken in times.items():
         print(f"  {name:24} median {statistics.median(taken) * 1000:8.2f} ms   max {max(taken) * 1000:8.2f} ms   {sizes[name]} bytes")
-    print(f"  ratio sockscope / node_exporter: {our_ms / node_ms:.2f}")
+    print(f"  ratio sockscope / node_exporter (medians): {our_ms / node_ms:.3g}")
     seen = sum(float(line.split()[1]) for line in last.splitlines() if line.startswith(b"sockscope_sockets{"))
     print(f"  sockets the exporter saw (every kind, this host): {seen:.0f}")
     print(f"  sockscope exporter: RSS {rss / 1024:.1f} MB (peak {peak / 1024:.1f} MB), refresh {sample(last, b'sockscope_refresh_duration_seconds'):.2f} s")
