@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",
     "events": "events",
     "top": "top",
+    "exporter": "exporter",
     "completion": "completion",
     "explain": "explain",
 }
