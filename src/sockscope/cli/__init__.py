@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "connect": "connect",
     "listen": "listen",
     "scan": "scan",
+    "web": "web",
     "completion": "completion",
 }
 RUNS_A_COMMAND = frozenset({"wait"})
