@@ -298,7 +298,7 @@ def _asset(name: str) -> web.StreamResponse:
 
     with open(os.path.join(WEBPAGE, name), "rb") as handle:
         body = handle.read()
-    headers = {"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
     return web.Response(body=body, content_type=ASSETS[name], charset="utf-8", headers=headers)
 
 

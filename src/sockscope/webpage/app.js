@@ -239,7 +239,7 @@ function drawChart() {
   draw.fillStyle = "#6b7280";
   draw.font = "11px monospace";
   draw.fillText(`${rate(top) || "0 B"}/s`, 4, 12);
-  const step = width / Math.max(KEPT_POINTS - 1, 1);
+  const step = width / Math.max(points.length - 1, 60);  // a fresh page fills from the right
   const start = width - step * (points.length - 1);
   names.forEach((name, index) => {
     draw.strokeStyle = COLOURS[index];
