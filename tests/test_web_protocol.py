@@ -16,6 +16,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from conftest import needs_root
 from sockscope.cli.web import Feed, Settings, add_web_routes
 from sockscope.inventory import INET_NETIDS, Query, take
 from sockscope.model import Endpoint, Family, NetId, Socket, State
@@ -34,9 +35,9 @@ def on_port(port: int) -> Take:
 
 
 @asynccontextmanager
-async def serving(take_sockets: Take, token: str | None = None, interval: float = 0.1) -> AsyncIterator[TestServer]:
+async def serving(take_sockets: Take, token: str | None = None, interval: float = 0.1, actions: bool = False) -> AsyncIterator[TestServer]:
     app = web.Application()
-    add_web_routes(app, Feed(Settings("127.0.0.1", 0, token, False, interval), take_sockets))
+    add_web_routes(app, Feed(Settings("127.0.0.1", 0, token, actions, interval), take_sockets))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -254,3 +255,46 @@ def test_rules_of_who_may_look_and_bad_options_are_usage_errors(args: list[str],
     done = sockscope_web(*args)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and done.stderr.count("\n") == 1
+
+
+@needs_root
+def test_with_actions_a_page_closes_a_connection_and_stops_a_listener_but_not_without() -> None:
+    port = free_port()
+    socat = subprocess.Popen(["socat", "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", "-"], stdout=subprocess.DEVNULL)
+    nc = None
+
+    async def scenario() -> None:
+        nonlocal nc
+        for allow in (False, True):
+            async with (
+                serving(on_port(port), token="t0ken", actions=allow) as server,
+                ClientSession() as session,
+                session.ws_connect(server.make_url("/ws?token=t0ken")) as ws,
+            ):
+                if nc is None:
+                    await until(ws, lambda m: bool(m.get("listeners", {}).get("upsert")))
+                    nc = subprocess.Popen(["nc", "127.0.0.1", str(port)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                opened = await until(ws, lambda m: any(r["state"] == "ESTAB" for r in rows_of(m)))
+                [row] = [r for r in rows_of(opened) if r["state"] == "ESTAB"]
+                await ws.send_json({"action": "close", "id": row["id"]})
+                answer = await until(ws, lambda m: "done" in m or "error" in m)
+                if not allow:
+                    assert "actions are off" in answer["error"]
+                    continue
+                assert answer == {"done": "closed 1 socket(s)"}, answer
+                assert nc.wait(timeout=5) is not None  # nc saw the reset
+                [listener] = [r for r in rows_of(opened) if r["state"] == "LISTEN"]
+                await ws.send_json({"action": "kill", "id": listener["id"]})
+                answer = await until(ws, lambda m: "done" in m or "error" in m, seconds=15)
+                assert f"socat (pid {socat.pid}): SIGTERM" in answer["done"] and "is free" in answer["done"], answer
+                assert socat.wait(timeout=5) is not None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for process in (nc, socat):
+            if process is not None:
+                process.kill()
+                process.wait()
+                if process.stdin is not None:
+                    process.stdin.close()
