@@ -318,7 +318,7 @@ async def _refreshing(feed: Feed) -> Any:
             for viewer, text in sent:
                 viewer.offer(text)
             # a refresh that takes long (50,000 sockets) gets at least as long to rest: the host is not ours
-            await asyncio.sleep(max(feed.settings.interval, 2 * (running.time() - started)))
+            await asyncio.sleep(max(feed.settings.interval, running.time() - started))
 
     task = asyncio.create_task(loop())
     yield
