@@ -298,3 +298,20 @@ def test_with_actions_a_page_closes_a_connection_and_stops_a_listener_but_not_wi
                 process.wait()
                 if process.stdin is not None:
                     process.stdin.close()
+
+
+def test_pages_beyond_the_most_are_refused_until_one_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sockscope.cli.web.MOST_PAGES", 2)
+
+    async def scenario() -> None:
+        async with serving(lambda: ([], [])) as server, ClientSession() as session:
+            first = await session.ws_connect(server.make_url("/ws"))
+            async with session.ws_connect(server.make_url("/ws")) as second:
+                await until(second, lambda m: "hello" in m)
+                async with session.get(server.make_url("/ws")) as response:
+                    assert response.status == 503
+            await first.close()
+            async with session.ws_connect(server.make_url("/ws")) as third:
+                assert "hello" in await until(third, lambda m: "hello" in m)
+
+    asyncio.run(scenario())

@@ -40,6 +40,7 @@ DEFAULT_LISTEN = "127.0.0.1:8730"
 QUEUED_MESSAGES = 8  # per page: a page further behind than this is closed (it reconnects afresh)
 SEND_TIMEOUT = 10.0  # seconds one message may take to leave; a page that reads nothing is closed then
 LARGEST_MESSAGE = 64 * 1024  # from a page: views and actions are small
+MOST_PAGES = 32  # pages at once: each costs a pass over every socket at each refresh
 ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 WEBPAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "webpage")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -157,6 +158,7 @@ class Feed:
         self.settings, self.take = settings, take
         self.viewers: set[Viewer] = set()
         self.notes: list[str] = []
+        self.opening = 0  # pages between their handshake and their first message
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="sockscope-board")  # the board is touched by this thread only
 
     def refresh(self, viewers: list[Viewer]) -> list[tuple[Viewer, str]]:
@@ -284,6 +286,8 @@ def add_web_routes(app: web.Application, feed: Feed) -> None:
     async def socket(request: web.Request) -> web.StreamResponse:
         if not settings.token_given(request):
             return web.Response(status=401, text="the token is missing or wrong\n")
+        if len(feed.viewers) + feed.opening >= MOST_PAGES:
+            return web.Response(status=503, text=f"{MOST_PAGES} pages are open already; close one\n", headers={"Retry-After": "10"})
         return await _serve_page(request, feed)
 
     app.middlewares.append(guard)
@@ -336,12 +340,17 @@ async def _serve_page(request: web.Request, feed: Feed) -> web.StreamResponse:
     from ..live.board import Page
 
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=LARGEST_MESSAGE, writer_limit=64 * 1024)
-    await ws.prepare(request)
     running = asyncio.get_running_loop()
     viewer = Viewer(Page(feed.board, feed.service_port), ws, request, asyncio.Queue(QUEUED_MESSAGES))
+    feed.opening += 1
+    try:
+        await ws.prepare(request)
+        # the page joins the refreshes only after its first message, which the deltas build on
+        viewer.offer(await running.run_in_executor(feed.worker, feed.hello, viewer.page))
+        feed.viewers.add(viewer)
+    finally:
+        feed.opening -= 1
     sender = asyncio.create_task(_send_all(viewer))
-    viewer.offer(await running.run_in_executor(feed.worker, feed.hello, viewer.page))
-    feed.viewers.add(viewer)
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
