@@ -164,7 +164,9 @@ class Board:
         first_seen = self._first_seen
         self._first_seen = {key: first_seen.get(key, now) for key in fresh}
         self._rates(fresh, elapsed)
-        self.sockets, self.time = fresh, now
+        # of tcp_info only two counters are kept (in _rates): the rest weighs a sixth of the board
+        self.sockets = {key: sock._replace(internals=None) if sock.internals else sock for key, sock in fresh.items()}
+        self.time = now
         self.refreshes += 1
         self.listening_ports = frozenset((s.netid, s.local.port) for s in fresh.values() if s.state is State.LISTEN and isinstance(s.local, Endpoint))
         self._history_point(now)
