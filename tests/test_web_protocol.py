@@ -315,3 +315,32 @@ def test_pages_beyond_the_most_are_refused_until_one_closes(monkeypatch: pytest.
                 assert "hello" in await until(third, lambda m: "hello" in m)
 
     asyncio.run(scenario())
+
+
+def test_garbage_from_ncat_and_curl_never_prints_a_traceback_and_sigterm_stops_cleanly() -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sockscope", "web", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None and "serving the live page" in server.stdout.readline()
+        for garbage in (b"GARBAGE\xff\x00\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\r\n"):
+            subprocess.run(["ncat", "-w", "2", "127.0.0.1", str(port)], input=garbage, capture_output=True, timeout=10, check=False)
+        big = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Big: " + "a" * 20000, f"http://127.0.0.1:{port}/"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert big.stdout == "400"
+        server.terminate()
+        _out, err = server.communicate(timeout=20)
+        assert server.returncode == 0
+        assert "Traceback" not in err and err.count("\n") <= 1, err
+    finally:
+        server.kill()
+        server.wait()
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()

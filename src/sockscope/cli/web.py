@@ -410,12 +410,43 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     return asyncio.run(_serve(settings, context, env))
 
 
+def quiet_server_log(env: Environment) -> None:
+    """Make aiohttp's server log one line per error, at most one a second, and nothing for a client's bad request.
+
+    Its default is a traceback for every malformed request: anyone could fill the terminal (or
+    block a stderr nobody reads) by sending garbage.
+    """
+    import contextlib
+    import logging
+
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    class OneLine(logging.Handler):
+        last = 0.0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            error = record.exc_info[1] if record.exc_info else None
+            if isinstance(error, HttpProcessingError) or time.monotonic() - self.last < 1.0:
+                return  # a client's bad request is the client's
+            self.last = time.monotonic()
+            first = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+            detail = f": {type(error).__name__}: {first}" if error is not None else ""
+            with contextlib.suppress(OSError, ValueError):
+                env.error(f"{record.getMessage()}{detail}")
+
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.websocket"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [OneLine()]
+        logger.propagate = False
+
+
 async def _serve(settings: Settings, context: ssl.SSLContext | None, env: Environment) -> int:
     import asyncio
     import signal
 
     from aiohttp import web
 
+    quiet_server_log(env)
     app = web.Application(client_max_size=LARGEST_MESSAGE)
     add_web_routes(app, Feed(settings, take_inet))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
