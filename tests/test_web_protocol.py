@@ -344,3 +344,27 @@ def test_garbage_from_ncat_and_curl_never_prints_a_traceback_and_sigterm_stops_c
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_tls_with_client_certificates_lets_in_only_a_client_with_one(tmp_path: Any) -> None:
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *names, "-keyout", key, "-out", cert],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    port = free_port()
+    args = ["--listen", f"127.0.0.1:{port}", "--tls", cert, key, "--tls-client-ca", cert]
+    server = subprocess.Popen([sys.executable, "-m", "sockscope", "web", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and f"https://127.0.0.1:{port}/" in server.stdout.readline()
+        curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert, f"https://127.0.0.1:{port}/"]
+        without = subprocess.run(curl, capture_output=True, text=True, timeout=10, check=False)
+        assert without.stdout == "000" and without.returncode != 0  # the handshake itself is refused
+        with_one = subprocess.run([*curl, "--cert", cert, "--key", key], capture_output=True, text=True, timeout=10, check=False)
+        assert with_one.stdout == "200"
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
