@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -283,7 +284,7 @@ def add_web_routes(app: web.Application, feed: Feed) -> None:
             raise web.HTTPNotFound()
         return _asset(name)
 
-    async def socket(request: web.Request) -> web.StreamResponse:
+    async def websocket(request: web.Request) -> web.StreamResponse:
         if not settings.token_given(request):
             return web.Response(status=401, text="the token is missing or wrong\n")
         if len(feed.viewers) + feed.opening >= MOST_PAGES:
@@ -293,7 +294,7 @@ def add_web_routes(app: web.Application, feed: Feed) -> None:
     app.middlewares.append(guard)
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", asset)
-    app.router.add_get("/ws", socket)
+    app.router.add_get("/ws", websocket)
     app.cleanup_ctx.append(lambda _app: _refreshing(feed))
 
 
@@ -440,6 +441,27 @@ def quiet_server_log(env: Environment) -> None:
         logger.propagate = False
 
 
+def bind(settings: Settings, where: str) -> socket.socket:
+    """Give a listening socket on the settings' address; AddressInUse, PermissionDenied or UsageError otherwise."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise UsageError(f"--listen {where}: {error.strerror}") from None
+    listening = socket.socket(family, kind, proto)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen(128)
+    except OSError as error:
+        listening.close()
+        if error.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"{where} is in use (`sockscope who {settings.port}` tells by whom); choose another --listen") from None
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(f"{where}: ports below 1024 need root (or CAP_NET_BIND_SERVICE)") from None
+        raise UsageError(f"cannot listen on {where}: {error.strerror}") from None
+    return listening
+
+
 async def _serve(settings: Settings, context: ssl.SSLContext | None, env: Environment) -> int:
     import asyncio
     import signal
@@ -447,22 +469,14 @@ async def _serve(settings: Settings, context: ssl.SSLContext | None, env: Enviro
     from aiohttp import web
 
     quiet_server_log(env)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    # bound before the app starts: a port in use is told at once, not after a first inventory
+    listening = bind(settings, f"{shown}:{settings.port}")
     app = web.Application(client_max_size=LARGEST_MESSAGE)
     add_web_routes(app, Feed(settings, take_inet))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context, backlog=128)
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    try:
-        await site.start()
-    except OSError as error:
-        await runner.cleanup()
-        where = f"{shown}:{settings.port}"
-        if error.errno == errno.EADDRINUSE:
-            raise AddressInUse(f"{where} is in use (`sockscope who {settings.port}` tells by whom); choose another --listen") from None
-        if error.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(f"{where}: ports below 1024 need root (or CAP_NET_BIND_SERVICE)") from None
-        raise UsageError(f"cannot listen on {where}: {error.strerror}") from None
+    await web.SockSite(runner, listening, ssl_context=context).start()
     scheme = "https" if context is not None else "http"
     guard = "loopback only" if is_loopback(settings.host) and settings.token is None else "token required" if settings.token else "client certificates required"
     query = "/?token=…" if settings.token else "/"
