@@ -368,3 +368,20 @@ def test_tls_with_client_certificates_lets_in_only_a_client_with_one(tmp_path: A
     finally:
         server.terminate()
         server.communicate(timeout=20)
+
+
+def test_a_refresh_that_fails_is_told_to_the_page_and_the_next_one_goes_on() -> None:
+    turns = iter(range(10**6))
+
+    def flaky() -> tuple[list[Socket], list[str]]:
+        if next(turns) == 1:
+            raise OSError(24, "Too many open files")
+        return [], []
+
+    async def scenario() -> None:
+        async with serving(flaky) as server, ClientSession() as session, session.ws_connect(server.make_url("/ws")) as ws:
+            failed = await until(ws, lambda m: "error" in m)
+            assert "Too many open files" in failed["error"]
+            assert "rates" in await until(ws, lambda m: "rates" in m)
+
+    asyncio.run(scenario())

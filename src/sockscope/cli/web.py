@@ -320,6 +320,9 @@ async def _refreshing(feed: Feed) -> Any:
                 sent = await running.run_in_executor(feed.worker, feed.refresh, list(feed.viewers))
             except SockscopeError as error:
                 sent = [(viewer, json.dumps({"error": error.message})) for viewer in feed.viewers]
+            except Exception as error:  # a bug of ours, or the host out of descriptors: say it and keep refreshing
+                said = f"the refresh failed: {type(error).__name__}: {error}"
+                sent = [(viewer, json.dumps({"error": said})) for viewer in feed.viewers]
             for viewer, text in sent:
                 viewer.offer(text)
             # a refresh that takes long (50,000 sockets) gets at least as long to rest: the host is not ours
