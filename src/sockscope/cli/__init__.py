@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "events": "events",
     "top": "top",
     "exporter": "exporter",
+    "web": "web",
     "completion": "completion",
     "explain": "explain",
 }

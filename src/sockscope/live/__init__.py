@@ -8,5 +8,6 @@ events (what `sockscope events` shows): `event` is one event and how its fields 
 `sampler` takes one refresh for the live views (`top`), `owner_map` keeps every socket's owners up
 to date between refreshes, `rates` turns tcp_info byte counters into rates by cookie, and `view`
 groups, sorts and filters the rows. `census` counts what the exporter serves: sockets by kind and
-state, per listener and per process, with byte and connection counters kept across refreshes.
+state, per listener and per process, with byte and connection counters kept across refreshes. `board` is the web page's state: what
+each page asked to see, and the changes since it last saw it.
 """
