@@ -45,6 +45,8 @@ class SocketFacts(NamedTuple):
     other: Socket | None  # a connection's other end, when it is on this host
     connections: tuple[Link, ...]  # a listener's connections, accepted or waiting in its queue
     listener: Socket | None = None  # a connection's listener, when it came in through one here
+    shared: int = 0  # a listener's connections that came in through it or a listener alike (SO_REUSEPORT)
+    listeners: tuple[Socket, ...] = ()  # a connection's possible listeners, when several are alike
 
 
 class Explanation(NamedTuple):
@@ -107,6 +109,8 @@ def _child_of(sock: Socket, listener: Socket) -> bool:
     """Tell whether `sock` is a connection accepted through (or waiting in) `listener`."""
     if sock is listener or sock.netid is not listener.netid or _listens(sock) or sock.state is State.TIME_WAIT:
         return False
+    if sock.family is not listener.family:  # an accepted socket has its listener's family (::ffff:a.b.c.d on inet6)
+        return False
     if isinstance(listener.local, UnixEndpoint):
         return isinstance(sock.local, UnixEndpoint) and sock.local.path is not None and sock.local.path == listener.local.path
     if not (isinstance(sock.local, Endpoint) and isinstance(listener.local, Endpoint)) or listener.netid is not NetId.TCP:
@@ -151,17 +155,40 @@ class Index:
         found = self.by_ends.get((sock.netid, _key(peer), _key(local)))
         return found if found is not sock else None
 
-    def listener_of(self, sock: Socket) -> Socket | None:
-        """Give the listener a connection came in through, when it is on this host."""
+    def listeners_of(self, sock: Socket) -> list[Socket]:
+        """Give the listeners a connection may have come in through: one when that is certain, several when not.
+
+        The kernel looks a listener up by the exact local address before the wildcard, so a
+        listener on 127.0.0.1:80 takes what comes to 127.0.0.1:80 before one on 0.0.0.0:80. Among
+        listeners alike (SO_REUSEPORT) it picks by a hash of the client's address and tells no one.
+        """
         local = sock.local
         where = local.port if isinstance(local, Endpoint) else local.path if isinstance(local, UnixEndpoint) else None
-        return next((s for s in self.by_local.get((sock.netid, where), ()) if s.state is State.LISTEN and _child_of(sock, s)), None)
+        found = [s for s in self.by_local.get((sock.netid, where), ()) if s.state is State.LISTEN and _child_of(sock, s)]
+        if len(found) > 1:
+            exact = [s for s in found if isinstance(s.local, Endpoint) and s.local.address not in WILDCARDS]
+            found = exact or found
+        return found
 
-    def children(self, listener: Socket) -> list[Socket]:
-        """Give the connections accepted through (or waiting in) a listener."""
+    def listener_of(self, sock: Socket) -> Socket | None:
+        """Give the listener a connection came in through, when it is on this host and there is no doubt which."""
+        found = self.listeners_of(sock)
+        return found[0] if len(found) == 1 else None
+
+    def children(self, listener: Socket) -> tuple[list[Socket], list[Socket]]:
+        """Give the connections accepted through (or waiting in) a listener, and those that came through it or a listener alike."""
         local = listener.local
         where = local.port if isinstance(local, Endpoint) else local.path if isinstance(local, UnixEndpoint) else None
-        return [sock for sock in self.by_local.get((listener.netid, where), ()) if _child_of(sock, listener)]
+        mine: list[Socket] = []
+        shared: list[Socket] = []
+        for sock in self.by_local.get((listener.netid, where), ()):
+            if _child_of(sock, listener):
+                found = self.listeners_of(sock)
+                if found == [listener]:
+                    mine.append(sock)
+                elif any(s is listener for s in found):
+                    shared.append(sock)
+        return mine, shared
 
 
 def _covers(sock: Socket, addresses: tuple[str, ...]) -> bool:
@@ -215,12 +242,15 @@ def gather(target: Target, root: str | None = None) -> Explanation:
     taken: set[int] = set()
     facts = []
     for sock in listeners:
-        children = tuple(Link(c, index.other_end(c)) for c in index.children(sock))
+        mine, shared = index.children(sock)
+        children = tuple(Link(c, index.other_end(c)) for c in mine)
         taken.update(id(link.socket) for link in children)
-        facts.append(SocketFacts(sock, _port_of(sock), None, children))
+        facts.append(SocketFacts(sock, _port_of(sock), None, children, shared=len(shared)))
     for sock in chosen:
         if not _listens(sock) and id(sock) not in taken:
-            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), (), index.listener_of(sock)))
+            found = index.listeners_of(sock)
+            listener, alike = (found[0], ()) if len(found) == 1 else (None, tuple(found))
+            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), (), listener, listeners=alike))
     return Explanation(target, host_facts(root), facts, port, owned.denied, process)
 
 

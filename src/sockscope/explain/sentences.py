@@ -213,7 +213,15 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     # a unix listener's queued connections are not sockets the kernel lists until they are accepted
     hidden = sock.recv_q if sock.netid is not NetId.TCP else 0
     unlisted = f"the {plural(hidden, 'connection')} in its queue show here only once accepted." if hidden else ""
+    shared = ""
+    if facts.shared:
+        shared = (
+            f"{plural(facts.shared, 'connection')} on its port came in through it or through another listener on the same address "
+            "and port (SO_REUSEPORT); the kernel does not say which (`sockscope explain` of its port lists them)."
+        )
     if not links:
+        if shared:
+            return [shared]
         return [f"No connection of it is listed yet: {unlisted}" if hidden else "No client is connected to it right now."]
     out = [f"It has {plural(len(links), 'connection')}:"]
     # connections nobody holds are those still in the accept queue only when their count agrees with the queue's
@@ -224,6 +232,8 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
         out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
     if hidden:
         out.append(f"Besides, {unlisted}")
+    if shared:
+        out.append(shared)
     return out
 
 
@@ -294,6 +304,13 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
             out.append(sentence)
     if facts.listener is not None:
         out.append(f"It came in through the listener on {end_text(facts.listener.local)} (inode {facts.listener.inode}): this is the server's end.")
+    elif len(facts.listeners) > 1:
+        inodes = sorted(s.inode for s in facts.listeners)
+        named = ", ".join(str(i) for i in inodes[:-1]) + f" and {inodes[-1]}"
+        out.append(
+            f"It came in through one of {len(inodes)} listeners alike on {end_text(facts.listeners[0].local)} (inodes {named}; SO_REUSEPORT): "
+            "this is the server's end, and the kernel does not say which of them took it."
+        )
     out += connections_sentences(facts, host)
     out.append(next_steps(sock))
     return out

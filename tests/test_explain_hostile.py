@@ -1,0 +1,99 @@
+"""`sockscope explain` attacked with odd situations: it must say nothing false and never crash."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from conftest import sockscope
+from sockscope.errors import ExitCode
+
+
+@contextlib.contextmanager
+def holding(code: str, *args: str) -> Iterator[dict[str, Any]]:
+    """Run `code` in its own process (it prints one JSON line, then holds what it made until stdin closes)."""
+    program = f"import json, os, socket, sys, time\n{code}\nprint(json.dumps(info), flush=True)\nsys.stdin.read()\n"
+    proc = subprocess.Popen([sys.executable, "-c", program, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def explain_json(*args: str) -> dict[str, Any]:
+    result = sockscope("explain", *args, "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+# Two listeners on one port (SO_REUSEPORT): 0.0.0.0 and 127.0.0.1; a client to 127.0.0.1 is
+# taken by the listener bound to exactly that address (the kernel looks it up before the wildcard).
+SPECIFIC_AND_WILDCARD = """
+def listener(address, port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((address, port))
+    s.listen(8)
+    return s
+wild = listener("0.0.0.0", 0)
+port = wild.getsockname()[1]
+exact = listener("127.0.0.1", port)
+client = socket.create_connection(("127.0.0.1", port))
+accepted, _ = exact.accept()
+ino = lambda s: os.fstat(s.fileno()).st_ino
+info = {"port": port, "wild": ino(wild), "exact": ino(exact), "accepted": ino(accepted)}
+"""
+
+# Two listeners on the same address and port (SO_REUSEPORT): the kernel spreads clients by a
+# hash and does not say which listener a connection came through.
+TWO_ALIKE = """
+def listener(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(8)
+    return s
+first = listener(0)
+port = first.getsockname()[1]
+second = listener(port)
+client = socket.create_connection(("127.0.0.1", port))
+time.sleep(0.2)
+ino = lambda s: os.fstat(s.fileno()).st_ino
+info = {"port": port, "first": ino(first), "second": ino(second), "client": ino(client)}
+"""
+
+
+def test_a_connection_is_told_under_the_listener_that_took_it_not_also_under_the_wildcard_one() -> None:
+    with holding(SPECIFIC_AND_WILDCARD) as made:
+        answer = explain_json(str(made["port"]))
+        by_inode = {s["socket"]["inode"]: s for s in answer["sockets"]}
+        assert [c["socket"]["inode"] for c in by_inode[made["exact"]]["connections"]] == [made["accepted"]]
+        assert by_inode[made["wild"]]["connections"] == []
+        assert "No client is connected to it right now." in by_inode[made["wild"]]["sentences"]
+        served = " ".join(explain_json(f"inode:{made['accepted']}")["sockets"][0]["sentences"])
+        assert f"came in through the listener on 127.0.0.1:{made['port']} (inode {made['exact']})" in served
+
+
+def test_listeners_alike_on_one_port_do_not_each_claim_the_same_connection() -> None:
+    with holding(TWO_ALIKE) as made:
+        answer = explain_json(str(made["port"]))
+        listeners = [s for s in answer["sockets"] if s["socket"]["state"] == "LISTEN"]
+        assert sorted(s["socket"]["inode"] for s in listeners) == sorted([made["first"], made["second"]])
+        for listener in listeners:
+            text = " ".join(listener["sentences"])
+            assert listener["connections"] == [] and "No client is connected" not in text
+            assert "through it or through another listener on the same address and port (SO_REUSEPORT)" in text
+        # the connection's server end, asked about alone, names both listeners and claims neither
+        servers = [s for s in answer["sockets"] if s["socket"]["state"] == "ESTAB" and s["socket"]["local"]["port"] == made["port"]]
+        assert len(servers) == 1
+        text = " ".join(servers[0]["sentences"])
+        assert f"inodes {min(made['first'], made['second'])} and {max(made['first'], made['second'])}" in text
+        assert "came in through the listener on" not in text
