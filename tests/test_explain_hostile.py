@@ -97,3 +97,27 @@ def test_listeners_alike_on_one_port_do_not_each_claim_the_same_connection() -> 
         text = " ".join(servers[0]["sentences"])
         assert f"inodes {min(made['first'], made['second'])} and {max(made['first'], made['second'])}" in text
         assert "came in through the listener on" not in text
+
+
+# A UDP socket connect()ed to another that is bound and not connected: the other end is that one.
+UDP_CONNECTED = """
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 0))
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+client.connect(server.getsockname())
+info = {"pid": os.getpid(), "server": os.fstat(server.fileno()).st_ino, "fd": server.fileno(), "port": client.getsockname()[1]}
+"""
+
+
+def test_a_connected_udp_socket_finds_the_bound_socket_at_its_other_end() -> None:
+    with holding(UDP_CONNECTED) as made:
+        answer = explain_json(f"{made['port']}/udp")
+        facts = answer["sockets"][0]
+        assert facts["socket"]["state"] == "ESTAB"
+        assert facts["other"] is not None and facts["other"]["inode"] == made["server"]
+        text = " ".join(facts["sentences"])
+        assert "no socket here matches" not in text
+        assert f"on this host: socket inode {made['server']}, held by pid {made['pid']} (python3" in text
+        assert f"/proc/{made['pid']}/fd/{made['fd']} -> socket:[{made['server']}]" in text
+        # a datagram is never acknowledged: Send-Q is what waits to be sent
+        assert "not taken by the peer" not in text and "not acknowledged" not in text

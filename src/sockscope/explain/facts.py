@@ -153,7 +153,18 @@ class Index:
         if not isinstance(peer, Endpoint) or not isinstance(local, Endpoint) or peer.port == 0:
             return None
         found = self.by_ends.get((sock.netid, _key(peer), _key(local)))
+        if found is None and sock.netid is NetId.UDP:
+            return self._receiver(sock, peer)
         return found if found is not sock else None
+
+    def _receiver(self, sock: Socket, peer: Endpoint) -> Socket | None:
+        """Give the unconnected UDP socket a connected one sends to, when exactly one takes that address here."""
+        address = (plain_address(peer.address),)
+        bound = self.by_local.get((NetId.UDP, peer.port), ())
+        found = [s for s in bound if s is not sock and s.state is State.UNCONN and _covers(s, address)]
+        exact = [s for s in found if isinstance(s.local, Endpoint) and s.local.address not in WILDCARDS]
+        found = exact or found
+        return found[0] if len(found) == 1 else None
 
     def listeners_of(self, sock: Socket) -> list[Socket]:
         """Give the listeners a connection may have come in through: one when that is certain, several when not.

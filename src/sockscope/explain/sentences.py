@@ -142,8 +142,12 @@ def queue_sentence(sock: Socket) -> str | None:
     if sock.state is State.UNCONN and sock.netid in (NetId.UDP, NetId.UNIX_DGRAM):
         return f"{plural(sock.recv_q, 'byte')} of datagrams wait to be read (Recv-Q)." if sock.recv_q else "No datagram waits to be read."
     if sock.state is State.ESTAB:
-        sent = "not acknowledged by the peer yet" if sock.netid is NetId.TCP else "not taken by the peer yet"
-        return f"{plural(sock.recv_q, 'byte')} arrived that the program has not read (Recv-Q); {plural(sock.send_q, 'byte')} sent are {sent} (Send-Q)."
+        if sock.netid is NetId.UDP:  # datagrams are never acknowledged: Send-Q is what the kernel has yet to send
+            sent = f"{plural(sock.send_q, 'byte')} of datagrams wait in the kernel to be sent"
+        else:
+            peer = "acknowledged" if sock.netid is NetId.TCP else "taken"
+            sent = f"{plural(sock.send_q, 'byte')} sent are not {peer} by the peer yet"
+        return f"{plural(sock.recv_q, 'byte')} arrived that the program has not read (Recv-Q); {sent} (Send-Q)."
     return None
 
 
