@@ -121,3 +121,68 @@ def test_a_connected_udp_socket_finds_the_bound_socket_at_its_other_end() -> Non
         assert f"/proc/{made['pid']}/fd/{made['fd']} -> socket:[{made['server']}]" in text
         # a datagram is never acknowledged: Send-Q is what waits to be sent
         assert "not taken by the peer" not in text and "not acknowledged" not in text
+
+
+# Unix listeners whose names were removed, replaced, or reached through a symbolic link.
+UNIX_NAMES = """
+folder = sys.argv[1]
+def listener(name):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(os.path.join(folder, name))
+    s.listen()
+    return s
+gone = listener("gone.sock")
+os.unlink(os.path.join(folder, "gone.sock"))
+old = listener("again.sock")
+os.unlink(os.path.join(folder, "again.sock"))
+new = listener("again.sock")
+real = listener("real.sock")
+os.symlink(os.path.join(folder, "real.sock"), os.path.join(folder, "link.sock"))
+ino = lambda s: os.fstat(s.fileno()).st_ino
+info = {"gone": ino(gone), "old": ino(old), "new": ino(new), "real": ino(real)}
+"""
+
+
+def sentences_of(answer: dict[str, Any]) -> dict[int, str]:
+    return {s["socket"]["inode"]: " ".join(s["sentences"]) for s in answer["sockets"]}
+
+
+def test_a_unix_name_removed_after_bind_is_not_offered_to_connect_to(tmp_path: Any) -> None:
+    with holding(UNIX_NAMES, str(tmp_path)) as made:
+        text = sentences_of(explain_json(str(tmp_path / "gone.sock")))[made["gone"]]
+        assert f"no file is at {tmp_path}/gone.sock as its holder sees the filesystem (it was removed after bind())" in text
+        assert "sockscope connect" not in text
+        # nc agrees: nobody can connect to that name
+        refused = subprocess.run(["nc", "-U", "-z", str(tmp_path / "gone.sock")], capture_output=True, timeout=10, check=False)
+        assert refused.returncode != 0
+
+
+def test_a_unix_name_bound_again_says_which_socket_the_name_reaches_now(tmp_path: Any) -> None:
+    with holding(UNIX_NAMES, str(tmp_path)) as made:
+        text = sentences_of(explain_json(str(tmp_path / "again.sock")))
+        assert sorted(text) == sorted([made["old"], made["new"]])
+        assert f"is now another socket (inode {made['new']})" in text[made["old"]] and "sockscope connect" not in text[made["old"]]
+        assert "no longer leads" not in text[made["new"]] and "sockscope connect unix:" in text[made["new"]]
+
+
+def test_a_symbolic_link_to_a_unix_socket_explains_the_socket(tmp_path: Any) -> None:
+    with holding(UNIX_NAMES, str(tmp_path)) as made:
+        answer = explain_json(str(tmp_path / "link.sock"))
+        assert [s["socket"]["inode"] for s in answer["sockets"]] == [made["real"]]
+        assert answer["sockets"][0]["socket"]["local"]["path"] == str(tmp_path / "real.sock")
+
+
+ABSTRACT_WITH_NUL = """
+s = socket.socket(socket.AF_UNIX)
+s.bind(b"\\0cut\\0here")
+s.listen()
+info = {"inode": os.fstat(s.fileno()).st_ino}
+"""
+
+
+def test_a_name_holding_a_nul_byte_is_not_offered_as_a_command_that_would_cut_it() -> None:
+    with holding(ABSTRACT_WITH_NUL) as made:
+        text = " ".join(explain_json(f"inode:{made['inode']}")["sockets"][0]["sentences"])
+        assert "@cut\x00here" in text  # JSON keeps the exact name; only the terminal sees it escaped
+        assert "sockscope who $'" not in text and "sockscope connect" not in text
+        assert f"sockscope explain inode:{made['inode']}" in text

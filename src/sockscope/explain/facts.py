@@ -12,6 +12,7 @@ from ..inventory.owners import process_name, process_user, scan, user_name
 from ..model import Endpoint, Family, NetId, Socket, State, UnixEndpoint
 from ..ports.services import PortFacts
 from ..records import NamedTuple
+from .files import NameCheck, check_name, file_key, socket_files
 from .target import Target
 
 INET_NETIDS = frozenset({NetId.TCP, NetId.UDP})
@@ -47,6 +48,7 @@ class SocketFacts(NamedTuple):
     listener: Socket | None = None  # a connection's listener, when it came in through one here
     shared: int = 0  # a listener's connections that came in through it or a listener alike (SO_REUSEPORT)
     listeners: tuple[Socket, ...] = ()  # a connection's possible listeners, when several are alike
+    name: NameCheck | None = None  # where a unix socket's filesystem name leads now
 
 
 class Explanation(NamedTuple):
@@ -243,6 +245,10 @@ def gather(target: Target, root: str | None = None) -> Explanation:
     owned = scan(root)
     everything = [s._replace(owners=owned.owners(s.inode)) for s in everything]
     chosen = select(target, everything)
+    files = socket_files() if any(_filesystem_name(s) for s in chosen) or target.kind == "path" else {}
+    if target.kind == "path" and target.path and (key := file_key(target.path)) is not None:
+        # the file the path leads to (through symbolic links too) is the socket's, whatever name it was bound with
+        chosen += [s for s in everything if files.get(s.inode) == key and s not in chosen]
     port = None
     if target.port is not None:
         port = port_facts(target.port, target.proto or "tcp")
@@ -262,7 +268,17 @@ def gather(target: Target, root: str | None = None) -> Explanation:
             found = index.listeners_of(sock)
             listener, alike = (found[0], ()) if len(found) == 1 else (None, tuple(found))
             facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), (), listener, listeners=alike))
+    facts = [f._replace(name=_name_check(f.socket, files, root)) if _filesystem_name(f.socket) else f for f in facts]
     return Explanation(target, host_facts(root), facts, port, owned.denied, process)
+
+
+def _filesystem_name(sock: Socket) -> bool:
+    return isinstance(sock.local, UnixEndpoint) and bool(sock.local.path) and not (sock.local.path or "").startswith("@")
+
+
+def _name_check(sock: Socket, files: dict[int, tuple[int, int, int]], root: str) -> NameCheck | None:
+    assert isinstance(sock.local, UnixEndpoint) and sock.local.path is not None
+    return check_name(sock.local.path, sock.inode, files, sorted({o.pid for o in sock.owners or ()}), root)
 
 
 def _port_of(sock: Socket) -> PortFacts | None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from ..model import Endpoint, NetId, Owner, Socket, State, UnixEndpoint
 from ..ports.services import PortFacts
 from .facts import Explanation, Host, Link, SocketFacts, plain_address
+from .files import NameCheck
 
 MAX_CONNECTIONS = 20  # connections told one by one under a listener; the rest are counted
 
@@ -218,7 +219,12 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     hidden = sock.recv_q if sock.netid is not NetId.TCP else 0
     unlisted = f"the {plural(hidden, 'connection')} in its queue show here only once accepted." if hidden else ""
     shared = ""
-    if facts.shared:
+    if facts.shared and isinstance(sock.local, UnixEndpoint):
+        shared = (
+            f"{plural(facts.shared, 'connection')} to its name came in through it or through another socket bound to the same name; "
+            "the kernel does not say which."
+        )
+    elif facts.shared:
         shared = (
             f"{plural(facts.shared, 'connection')} on its port came in through it or through another listener on the same address "
             "and port (SO_REUSEPORT); the kernel does not say which (`sockscope explain` of its port lists them)."
@@ -249,6 +255,22 @@ def timer_sentence(sock: Socket) -> str | None:
     return f"The kernel frees it in {max(0, timer.expires_ms) / 1000:.1f} s (its {timer.name} timer)."
 
 
+def name_sentence(sock: Socket, check: NameCheck) -> str:
+    """Give what became of a unix socket's filesystem name when it no longer leads to the socket."""
+    path = end_text(sock.local)
+    seen = " as its holder sees the filesystem" if check.holder_view else ""
+    if check.leads == "nothing":
+        why = "it was removed after bind()" if check.holder_view else "it was removed after bind(), or lives in another mount namespace"
+        return (
+            f"Its name no longer leads to it: no file is at {path}{seen} ({why}), so no client can connect() to it by name; connections it already has go on."
+        )
+    now = f"another socket (inode {check.now})" if check.now else "another file"
+    return (
+        f"Its name no longer leads to it: {path}{seen} is now {now} (the file was removed and made again), "
+        f"so clients that connect() to that name reach {'that socket' if check.now else 'that file'}, not this one."
+    )
+
+
 def shell_word(text: str) -> str:
     """Give text as one word a POSIX shell reads back exactly: quoted, or `$'...'` with escapes for
     a name holding control characters or bytes that are not UTF-8 (so a pasted command still works)."""
@@ -259,11 +281,12 @@ def shell_word(text: str) -> str:
     return f"$'{inner}'"
 
 
-def next_steps(sock: Socket) -> str:
-    """Give the commands a person would run next about this socket."""
+def next_steps(sock: Socket, by_name: bool = True) -> str:
+    """Give the commands a person would run next about this socket (`by_name`: its unix name still reaches it)."""
     local = sock.local
     if isinstance(local, UnixEndpoint):
-        if local.path and sock.state in (State.LISTEN, State.UNCONN):
+        # a name holding a NUL byte cannot be given on a command line: the shell would cut it there
+        if by_name and local.path and "\0" not in local.path and sock.state in (State.LISTEN, State.UNCONN):
             kind = {NetId.UNIX_DGRAM: "unix-dgram", NetId.UNIX_SEQPACKET: "seqpacket"}.get(sock.netid, "unix")
             who, address = shell_word(local.path), shell_word(f"{kind}:{local.path}")
             return f"Next: `sockscope who {who}` shows who holds it; `sockscope connect {address}` connects to it."
@@ -301,6 +324,8 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
         takes = "IPv6 clients only (IPV6_V6ONLY is on)" if sock.v6only else "IPv4 clients too (IPV6_V6ONLY is off: they show as ::ffff:a.b.c.d)"
         out.append(f"Bound to every address, it takes {takes}.")
     out.append(holders_sentence(sock, denied, host.uid))
+    if facts.name is not None and facts.name.leads != "it":
+        out.append(name_sentence(sock, facts.name))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
     for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
@@ -311,12 +336,14 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     elif len(facts.listeners) > 1:
         inodes = sorted(s.inode for s in facts.listeners)
         named = ", ".join(str(i) for i in inodes[:-1]) + f" and {inodes[-1]}"
+        alike = "" if isinstance(sock.local, UnixEndpoint) else "; SO_REUSEPORT"
         out.append(
-            f"It came in through one of {len(inodes)} listeners alike on {end_text(facts.listeners[0].local)} (inodes {named}; SO_REUSEPORT): "
+            f"It came in through one of {len(inodes)} listeners alike on {end_text(facts.listeners[0].local)} (inodes {named}{alike}): "
             "this is the server's end, and the kernel does not say which of them took it."
         )
     out += connections_sentences(facts, host)
-    out.append(next_steps(sock))
+    reachable = facts.name is None or facts.name.leads == "it"
+    out.append(next_steps(sock) if reachable else next_steps(sock, by_name=False))
     return out
 
 
