@@ -186,3 +186,11 @@ def test_a_name_holding_a_nul_byte_is_not_offered_as_a_command_that_would_cut_it
         assert "@cut\x00here" in text  # JSON keeps the exact name; only the terminal sees it escaped
         assert "sockscope who $'" not in text and "sockscope connect" not in text
         assert f"sockscope explain inode:{made['inode']}" in text
+
+
+def test_digits_of_other_scripts_are_not_taken_for_a_port() -> None:
+    for text in ("٣", "٨٠", "８０８０", "80/udp\u0660"):
+        result = sockscope("explain", text)
+        assert result.returncode == ExitCode.USAGE, (text, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "no socket uses port" not in result.stderr

@@ -34,7 +34,7 @@ def _number(text: str, spec: str, what: str) -> int:
         raise UsageError(f"{text!r}: {what} is not a number")
     value = int(digits)
     if value == 0 or value > 1 << 63:
-        raise UsageError(f"{text!r}: {value} is not a {what} number (give a positive number)")
+        raise UsageError(f"{text!r}: {value} is not {'an' if what[0] in 'aeiou' else 'a'} {what} number (give a positive number)")
     return value
 
 
@@ -75,7 +75,7 @@ def _port_target(text: str) -> Target:
     spec = text.partition("/")[0].removeprefix(":")
     if spec.isdigit() and spec.isascii() and not 1 <= int(spec) <= 65535:
         raise UsageError(f"{text!r}: port {int(spec)} is out of range (ports are 1-65535); for a process write pid:{spec}, for a socket inode:{spec}")
-    if not spec.isdigit():
+    if not (spec.isdigit() and spec.isascii()):  # int() would read "٣" as 3: only ASCII digits are a port
         raise UsageError(f"{text!r} is not something to explain: give {FORMS}")
     found = parse_port_target(text)
     return Target(text, "port", port=found.port, proto=found.proto)
