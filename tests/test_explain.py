@@ -237,7 +237,7 @@ def test_a_time_wait_socket_says_no_process_holds_it_and_when_it_goes() -> None:
         ("/tmp/no\nsuch.sock", ExitCode.NOTHING_FOUND, "no unix socket is bound to /tmp/no\\nsuch.sock"),
         ("pid:4194305", ExitCode.NOTHING_FOUND, "no process with pid 4194305"),
         ("pid:x", ExitCode.USAGE, "pid is not a number"),
-        ("inode:0", ExitCode.USAGE, "not a inode number"),
+        ("inode:0", ExitCode.USAGE, "not an inode number"),
         ("127.0.0.1:0", ExitCode.USAGE, "out of range"),
         ("[::1", ExitCode.USAGE, "brackets"),
     ],
