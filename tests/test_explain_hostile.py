@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,3 +197,40 @@ def test_digits_of_other_scripts_are_not_taken_for_a_port() -> None:
         assert result.returncode == ExitCode.USAGE, (text, result.stderr)
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
         assert "no socket uses port" not in result.stderr
+
+
+def test_a_trace_on_a_stderr_nobody_drains_never_stalls_the_data() -> None:
+    """The trace gives way to the data: lines that would wait for stderr are dropped, and counted when it drains."""
+    import fcntl
+
+    with socket_echo() as port:
+        unread, stderr = os.pipe()
+        fcntl.fcntl(stderr, 1031, 4096)  # F_SETPIPE_SZ: one page, so a few dozen lines fill it
+        data = os.urandom(4_000_000)
+        try:
+            command = [sys.executable, "-m", "sockscope", "connect", "--trace", f"127.0.0.1:{port}"]
+            result = subprocess.run(command, input=data, stdout=subprocess.PIPE, stderr=stderr, timeout=30, check=False)
+        finally:
+            os.close(stderr)
+        assert result.returncode == ExitCode.OK and result.stdout == data
+        told = os.read(unread, 8192).decode()
+        os.close(unread)
+        assert told.startswith("  getaddrinfo(") and told.endswith("\n")  # whole lines, as many as stderr took
+
+
+@contextlib.contextmanager
+def socket_echo() -> Iterator[int]:
+    """An echo server by socat on a free loopback port, for one client."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proc = subprocess.Popen(["socat", f"TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr", "EXEC:cat"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(["ss", "-tlnH", f"sport = :{port}"], capture_output=True, text=True, check=False).stdout.strip():
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
