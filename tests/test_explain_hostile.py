@@ -234,3 +234,20 @@ def socket_echo() -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_port_left_only_in_time_wait_does_not_suspect_another_namespace() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its end of the connection stays in TIME-WAIT
+        time.sleep(0.1)
+        client_port = client.getsockname()[1]
+        client.close()
+    time.sleep(0.1)
+    answer = explain_json(str(port))
+    assert [s["socket"]["state"] for s in answer["sockets"]] == ["TIME-WAIT"]
+    text = " ".join(answer["sockets"][0]["sentences"])
+    assert "No process holds it" in text and "another network namespace" not in text
+    assert f"Its other end was 127.0.0.1:{client_port}; no socket of this connection remains there" in text

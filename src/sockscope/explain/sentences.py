@@ -165,7 +165,9 @@ def other_sentence(sock: Socket, other: Socket | None) -> str | None:
         return None
     if other is not None:
         return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other)}."
-    if plain_address(peer.address).startswith("127.") or peer.address == "::1":
+    if _loopback(peer.address) and sock.state is State.TIME_WAIT:  # the connection is over: its other end may be gone for good
+        return f"Its other end was {end_text(peer)}; no socket of this connection remains there."
+    if _loopback(peer.address):
         return f"Its other end is {end_text(peer)}, a loopback address, but no socket here matches it (another network namespace?)."
     return f"Its other end is {end_text(peer)}, not on this host: only that host can say which process it is."
 
