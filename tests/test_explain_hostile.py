@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from conftest import sockscope
+from conftest import needs_root, sockscope
 from sockscope.errors import ExitCode
 
 
@@ -251,3 +251,42 @@ def test_a_port_left_only_in_time_wait_does_not_suspect_another_namespace() -> N
     text = " ".join(answer["sockets"][0]["sentences"])
     assert "No process holds it" in text and "another network namespace" not in text
     assert f"Its other end was 127.0.0.1:{client_port}; no socket of this connection remains there" in text
+
+
+# root's listeners (TCP and unix), each with one accepted client and one still in its queue
+ROOTS_CLIENTS = """
+server = socket.create_server(("127.0.0.1", 0))
+path = os.path.join(sys.argv[1], "root.sock")
+local = socket.socket(socket.AF_UNIX)
+local.bind(path)
+local.listen()
+os.chmod(sys.argv[1], 0o755)
+os.chmod(path, 0o777)
+keep = []
+for listener, address in ((server, server.getsockname()), (local, path)):
+    first = socket.socket(listener.family)
+    first.connect(address)
+    keep += [first, listener.accept()[0]]
+    second = socket.socket(listener.family)
+    second.connect(address)
+    keep.append(second)
+info = {"port": server.getsockname()[1], "path": path}
+"""
+
+
+@needs_root
+def test_another_user_is_not_told_that_roots_connections_have_no_holder(tmp_path: Any) -> None:
+    folder = tmp_path / "where"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o755)
+    with holding(ROOTS_CLIENTS, str(folder)) as made:
+        for target in (str(made["port"]), made["path"]):
+            result = sockscope("explain", target, "--json", user="65534")
+            assert result.returncode == ExitCode.OK, result.stderr
+            listener = json.loads(result.stdout)["sockets"][0]
+            text = " ".join(listener["sentences"])
+            assert "no descriptor to it found" not in text, text
+            assert "this user cannot see (it was made by uid 0 (root); run with sudo)" in text
+            # an accepted unix connection whose holder is hidden is not said to wait in the queue
+            if target == made["path"]:
+                assert "waiting in the accept queue" not in text

@@ -152,7 +152,7 @@ def queue_sentence(sock: Socket) -> str | None:
     return None
 
 
-def other_sentence(sock: Socket, other: Socket | None) -> str | None:
+def other_sentence(sock: Socket, other: Socket | None, denied: int = 0, uid: int | None = None) -> str | None:
     """Give where a connection's other end is, and who holds it when it is on this host."""
     peer = sock.peer
     if isinstance(peer, UnixEndpoint):
@@ -160,11 +160,11 @@ def other_sentence(sock: Socket, other: Socket | None) -> str | None:
             return None
         if other is None:
             return f"Its other end is socket inode {peer.inode}, which no longer shows here."
-        return f"Its other end is socket inode {other.inode} ({end_text(other.local)}), {_held_by(other)}."
+        return f"Its other end is socket inode {other.inode} ({end_text(other.local)}), {_held_by(other, denied, uid)}."
     if not isinstance(peer, Endpoint) or peer.port == 0:
         return None
     if other is not None:
-        return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other)}."
+        return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other, denied, uid)}."
     if _loopback(peer.address) and sock.state is State.TIME_WAIT:  # the connection is over: its other end may be gone for good
         return f"Its other end was {end_text(peer)}; no socket of this connection remains there."
     if _loopback(peer.address):
@@ -172,14 +172,23 @@ def other_sentence(sock: Socket, other: Socket | None) -> str | None:
     return f"Its other end is {end_text(peer)}, not on this host: only that host can say which process it is."
 
 
-def _held_by(sock: Socket) -> str:
+def _unseen(sock: Socket, denied: int, uid: int | None) -> str:
+    """Give why no holder of a socket is named: none was found, or this user may not look."""
+    if denied and sock.uid is not None and sock.uid != uid:
+        from ..inventory.owners import user_name
+
+        return f"whose holder this user cannot see (it was made by uid {sock.uid} ({user_name(sock.uid)}); run with sudo)"
+    return "with no descriptor to it found under /proc/*/fd"
+
+
+def _held_by(sock: Socket, denied: int = 0, uid: int | None = None) -> str:
     owners = sock.owners or ()
     if not owners:
-        return "with no descriptor to it found under /proc/*/fd" if sock.owners == () else "whose holder was not asked for"
+        return _unseen(sock, denied, uid) if sock.owners == () else "whose holder was not asked for"
     return "held by " + ", ".join(holder_text(o, sock.inode) for o in owners)
 
 
-def connection_sentence(link: Link, host: Host, queued: bool = False) -> str:
+def connection_sentence(link: Link, host: Host, queued: bool = False, denied: int = 0) -> str:
     """Give one of a listener's connections: the client's end and port, who serves it, who the client is."""
     sock, other = link.socket, link.other
     if isinstance(sock.peer, Endpoint):
@@ -195,12 +204,12 @@ def connection_sentence(link: Link, host: Host, queued: bool = False) -> str:
     elif queued:
         served = "waiting in the accept queue: no process has accepted it yet"
     else:
-        served = "no descriptor to it found under /proc/*/fd"
+        served = _unseen(sock, denied, host.uid).removeprefix("with ")
     served = f"{sock.state.value}, {served}"
     if other is not None and other.owners:
         client = "; the client is " + ", ".join(holder_text(o, other.inode) for o in other.owners)
     elif other is not None:
-        client = f"; the client's socket (inode {other.inode}) is here, with no descriptor to it found under /proc/*/fd"
+        client = f"; the client's socket (inode {other.inode}) is here, {_unseen(other, denied, host.uid)}"
     elif isinstance(sock.peer, Endpoint):
         client = "; the client is on another host" if not _loopback(sock.peer.address) else ""
     else:
@@ -212,7 +221,7 @@ def _loopback(address: str) -> bool:
     return plain_address(address).startswith("127.") or address == "::1"
 
 
-def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
+def connections_sentences(facts: SocketFacts, host: Host, denied: int = 0) -> list[str]:
     """Give a listener's connections, one sentence each (at most MAX_CONNECTIONS, the rest counted)."""
     sock, links = facts.socket, facts.connections
     if sock.state is not State.LISTEN:
@@ -238,8 +247,9 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     out = [f"It has {plural(len(links), 'connection')}:"]
     # connections nobody holds are those still in the accept queue only when their count agrees with the queue's
     unheld = [link for link in links if not link.socket.owners and link.socket.state is State.ESTAB]
-    queued = 0 < len(unheld) <= sock.recv_q
-    out += [connection_sentence(link, host, queued and link in unheld) for link in links[:MAX_CONNECTIONS]]
+    # (a unix listener's queue is never listed: what is listed under it was accepted, seen or not)
+    queued = sock.netid is NetId.TCP and 0 < len(unheld) <= sock.recv_q
+    out += [connection_sentence(link, host, queued and link in unheld, denied) for link in links[:MAX_CONNECTIONS]]
     if len(links) > MAX_CONNECTIONS:
         out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
     if hidden:
@@ -330,7 +340,7 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
         out.append(name_sentence(sock, facts.name))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
-    for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
+    for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other, denied, host.uid) if not facts.connections else None):
         if sentence:
             out.append(sentence)
     if facts.listener is not None:
@@ -343,7 +353,7 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
             f"It came in through one of {len(inodes)} listeners alike on {end_text(facts.listeners[0].local)} (inodes {named}{alike}): "
             "this is the server's end, and the kernel does not say which of them took it."
         )
-    out += connections_sentences(facts, host)
+    out += connections_sentences(facts, host, denied)
     reachable = facts.name is None or facts.name.leads == "it"
     out.append(next_steps(sock) if reachable else next_steps(sock, by_name=False))
     return out
