@@ -290,3 +290,23 @@ def test_another_user_is_not_told_that_roots_connections_have_no_holder(tmp_path
             # an accepted unix connection whose holder is hidden is not said to wait in the queue
             if target == made["path"]:
                 assert "waiting in the accept queue" not in text
+
+
+def somaxconn() -> int:
+    with open("/proc/sys/net/core/somaxconn") as handle:
+        return int(handle.read())
+
+
+def test_a_backlog_larger_than_somaxconn_is_not_called_the_one_given_to_listen() -> None:
+    cap = somaxconn()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(cap + 1000)
+        port = server.getsockname()[1]
+        text = " ".join(explain_json(str(port))["sockets"][0]["sentences"])
+        assert f"of at most {cap} (net.core.somaxconn: listen() asked for {cap} or more)" in text
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(7)
+        text = " ".join(explain_json(str(server.getsockname()[1]))["sockets"][0]["sentences"])
+        assert "of at most 7 (the backlog given to listen())" in text

@@ -29,6 +29,7 @@ class Host(NamedTuple):
     may_bind_privileged: bool  # root, or CAP_NET_BIND_SERVICE in the effective set
     unprivileged_port_start: int  # net.ipv4.ip_unprivileged_port_start
     ephemeral: tuple[int, int]  # net.ipv4.ip_local_port_range
+    somaxconn: int | None = None  # net.core.somaxconn: the most any listen() backlog gets
 
 
 class Link(NamedTuple):
@@ -68,7 +69,15 @@ def host_facts(root: str = "/proc") -> Host:
 
     uid = os.geteuid()
     may_bind = uid == 0 or _has_capability(CAP_NET_BIND_SERVICE)
-    return Host(uid, user_name(uid), may_bind, unprivileged_port_start(root), ephemeral_range(root))
+    return Host(uid, user_name(uid), may_bind, unprivileged_port_start(root), ephemeral_range(root), _somaxconn(root))
+
+
+def _somaxconn(root: str) -> int | None:
+    try:
+        with open(f"{root}/sys/net/core/somaxconn", encoding="ascii") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _has_capability(number: int) -> bool:

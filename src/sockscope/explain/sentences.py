@@ -132,11 +132,13 @@ def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def queue_sentence(sock: Socket) -> str | None:
+def queue_sentence(sock: Socket, somaxconn: int | None = None) -> str | None:
     """Give what a socket's queues hold (Recv-Q and Send-Q mean other things per state)."""
     if sock.state is State.LISTEN:
         waiting, limit = sock.recv_q, sock.send_q
-        text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} (the backlog given to listen())"
+        # listen() cuts a larger backlog down to net.core.somaxconn without a word
+        given = f"net.core.somaxconn: listen() asked for {limit} or more" if limit == somaxconn else "the backlog given to listen()"
+        text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} ({given})"
         if waiting > limit:
             return text + ": the queue is full, so the kernel drops new clients' connection attempts until the program accepts; they wait and retry."
         return text + "."
@@ -340,7 +342,8 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
         out.append(name_sentence(sock, facts.name))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
-    for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other, denied, host.uid) if not facts.connections else None):
+    other = other_sentence(sock, facts.other, denied, host.uid) if not facts.connections else None
+    for sentence in (queue_sentence(sock, host.somaxconn), timer_sentence(sock), other):
         if sentence:
             out.append(sentence)
     if facts.listener is not None:
