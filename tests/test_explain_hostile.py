@@ -310,3 +310,29 @@ def test_a_backlog_larger_than_somaxconn_is_not_called_the_one_given_to_listen()
         server.listen(7)
         text = " ".join(explain_json(str(server.getsockname()[1]))["sockets"][0]["sentences"])
         assert "of at most 7 (the backlog given to listen())" in text
+
+
+def test_a_full_unix_queue_tells_what_a_unix_client_meets(tmp_path: Any) -> None:
+    path = str(tmp_path / "full.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(1)
+        clients, answers = [], []
+        for _ in range(3):
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            clients.append(client)
+            try:
+                client.connect(path)
+                answers.append("connected")
+            except BlockingIOError:
+                answers.append("EAGAIN")
+        assert answers == ["connected", "connected", "EAGAIN"]
+        text = " ".join(explain_json(path)["sockets"][0]["sentences"])
+        listed = json.loads(sockscope("ls", "-xl", "--explain", "--json").stdout)
+        brief = next(s["explain"] for s in listed if s["local"]["path"] == path)
+        for client in clients:
+            client.close()
+    assert "the queue is full" in text and "drops" not in text and "retry" not in text
+    assert "connect() waits, or fails at once with EAGAIN when non-blocking" in text
+    assert "FULL" in brief and "dropped" not in brief

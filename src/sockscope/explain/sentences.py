@@ -139,6 +139,8 @@ def queue_sentence(sock: Socket, somaxconn: int | None = None) -> str | None:
         # listen() cuts a larger backlog down to net.core.somaxconn without a word
         given = f"net.core.somaxconn: listen() asked for {limit} or more" if limit == somaxconn else "the backlog given to listen()"
         text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} ({given})"
+        if waiting > limit and isinstance(sock.local, UnixEndpoint):
+            return text + ": the queue is full, so until the program accepts, a new client's connect() waits, or fails at once with EAGAIN when non-blocking."
         if waiting > limit:
             return text + ": the queue is full, so the kernel drops new clients' connection attempts until the program accepts; they wait and retry."
         return text + "."
@@ -386,7 +388,8 @@ def _brief_what(sock: Socket, port: PortFacts | None, host: Host) -> str:
     named = f" ({port.name})" if port is not None and port.name else ""
     if sock.state is State.LISTEN:
         where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
-        full = ": FULL, new clients are dropped" if sock.recv_q > sock.send_q else ""
+        dropped = "new clients wait or get EAGAIN" if isinstance(sock.local, UnixEndpoint) else "new clients are dropped"
+        full = f": FULL, {dropped}" if sock.recv_q > sock.send_q else ""
         return f"listening on {where}; {sock.recv_q} waiting to be accepted of {sock.send_q}{full}"
     if sock.state is State.UNCONN:
         where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
