@@ -336,3 +336,27 @@ def test_a_full_unix_queue_tells_what_a_unix_client_meets(tmp_path: Any) -> None
     assert "the queue is full" in text and "drops" not in text and "retry" not in text
     assert "connect() waits, or fails at once with EAGAIN when non-blocking" in text
     assert "FULL" in brief and "dropped" not in brief
+
+
+@needs_root
+def test_a_process_in_another_network_namespace_is_not_said_to_hold_nothing() -> None:
+    name = f"sockscope-explain-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        code = "server = socket.create_server(('127.0.0.1', 0))\nclient = socket.create_connection(server.getsockname())\n"
+        code += "info = {'pid': os.getpid(), 'port': server.getsockname()[1]}"
+        program = f"import json, os, socket, sys\n{code}\nprint(json.dumps(info), flush=True)\nsys.stdin.read()\n"
+        command = ["ip", "netns", "exec", name, sys.executable, "-c", program]
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None and proc.stdin is not None
+            made = json.loads(proc.stdout.readline())
+            held = sockscope("explain", f"pid:{made['pid']}")
+            port = sockscope("explain", str(made["port"]))
+            proc.stdin.close()
+        assert held.returncode == ExitCode.NOTHING_FOUND and held.stderr.count("\n") == 1
+        assert "holds no tcp, udp or unix socket in this network namespace; it lives in another network namespace" in held.stderr
+        assert "holds 2 sockets" in held.stderr and f"--netns {made['pid']}" in held.stderr
+        assert f"no socket uses port {made['port']} in this network namespace" in port.stderr and "on this host" not in port.stderr
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

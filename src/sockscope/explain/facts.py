@@ -262,7 +262,7 @@ def gather(target: Target, root: str | None = None) -> Explanation:
     if target.port is not None:
         port = port_facts(target.port, target.proto or "tcp")
     if not chosen:
-        raise NothingFound(_nothing(target, process, port))
+        raise NothingFound(_nothing(target, process, port, root))
     index = Index(everything)
     listeners = [s for s in chosen if _listens(s)]
     taken: set[int] = set()
@@ -311,19 +311,60 @@ def _process(pid: int, root: str) -> str:
     return f"{process_name(root, pid)} (user {process_user(root, pid)})"
 
 
-def _nothing(target: Target, process: str | None, port: PortFacts | None) -> str:
-    """Give the one line for a target that matches no socket."""
+def _nothing(target: Target, process: str | None, port: PortFacts | None, root: str = "/proc") -> str:
+    """Give the one line for a target that matches no socket (only this network namespace was looked in)."""
+    where, others = _where(root)
     if target.kind == "pid":
+        elsewhere = _held_elsewhere(target.number or 0, root)
+        if elsewhere:
+            return f"pid {target.number}, {process}, holds no tcp, udp or unix socket in this network namespace; {elsewhere}"
         return f"pid {target.number}, {process}, holds no tcp, udp or unix socket"
     if target.kind == "inode":
-        return f"no tcp, udp or unix socket has inode {target.number} on this host"
+        return f"no tcp, udp or unix socket has inode {target.number} {where}{others}"
     if target.kind == "path":
         from ..net.hub import printable_text  # a name may hold a newline or bytes that are not UTF-8
 
-        return f"no unix socket is bound to {printable_text(target.path or '')} on this host"
+        return f"no unix socket is bound to {printable_text(target.path or '')} {where}{others}"
     from .sentences import port_sentence
 
-    where = f"{target.text}" if target.kind == "address" else f"port {target.port}"
+    named = f"{target.text}" if target.kind == "address" else f"port {target.port}"
     assert port is not None
     said = port_sentence(port, host_facts(), both=target.proto is None)
-    return f"no socket uses {where} on this host; {said[0].lower()}{said[1:]}"
+    return f"no socket uses {named} {where}; {said[0].lower()}{said[1:-1]}{others}."
+
+
+def _where(root: str) -> tuple[str, str]:
+    """Give where was looked (`on this host` when it has one network namespace) and a note on the others."""
+    from ..inventory import netns
+
+    try:
+        others = len(netns.discover(root)) - 1
+    except OSError:
+        others = 0
+    if others <= 0:
+        return "on this host", ""
+    spaces = plural_text(others, "other network namespace")
+    return "in this network namespace", f" ({spaces} not looked in: `sockscope ls -ap --netns all` lists their sockets)"
+
+
+def plural_text(count: int, thing: str) -> str:
+    """Give `1 thing`, `2 things`."""
+    return f"{count} {thing}{'' if count == 1 else 's'}"
+
+
+def _held_elsewhere(pid: int, root: str) -> str:
+    """Give what a process holds in another network namespace than ours ('' when it lives in ours)."""
+    from ..inventory import netns
+
+    try:
+        theirs = os.stat(f"{root}/{pid}/ns/net").st_ino
+        links = [os.readlink(f"{root}/{pid}/fd/{fd}") for fd in os.listdir(f"{root}/{pid}/fd")]
+    except OSError:
+        return ""
+    if theirs == netns.current(root):
+        return ""
+    count = sum(link.startswith("socket:[") for link in links)
+    return (
+        f"it lives in another network namespace (net:[{theirs}]) and holds {plural_text(count, 'socket')}: "
+        f"`sockscope ls -ap --netns {pid}` lists the sockets of that namespace"
+    )
