@@ -360,3 +360,19 @@ def test_a_process_in_another_network_namespace_is_not_said_to_hold_nothing() ->
         assert f"no socket uses port {made['port']} in this network namespace" in port.stderr and "on this host" not in port.stderr
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+ZOMBIE = """
+child = os.fork()
+if child == 0:
+    os._exit(0)
+time.sleep(0.2)  # the child has exited; nobody reaps it
+info = {"zombie": child}
+"""
+
+
+def test_a_zombie_is_told_as_one_that_has_exited() -> None:
+    with holding(ZOMBIE) as made:
+        result = sockscope("explain", f"pid:{made['zombie']}")
+    assert result.returncode == ExitCode.NOTHING_FOUND and result.stderr.count("\n") == 1
+    assert f"pid {made['zombie']}, python3 (user root), has exited (a zombie its parent has not reaped): it holds no socket" in result.stderr

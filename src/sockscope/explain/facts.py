@@ -314,6 +314,8 @@ def _process(pid: int, root: str) -> str:
 def _nothing(target: Target, process: str | None, port: PortFacts | None, root: str = "/proc") -> str:
     """Give the one line for a target that matches no socket (only this network namespace was looked in)."""
     where, others = _where(root)
+    if target.kind == "pid" and _zombie(target.number or 0, root):
+        return f"pid {target.number}, {process}, has exited (a zombie its parent has not reaped): it holds no socket"
     if target.kind == "pid":
         elsewhere = _held_elsewhere(target.number or 0, root)
         if elsewhere:
@@ -350,6 +352,15 @@ def _where(root: str) -> tuple[str, str]:
 def plural_text(count: int, thing: str) -> str:
     """Give `1 thing`, `2 things`."""
     return f"{count} {thing}{'' if count == 1 else 's'}"
+
+
+def _zombie(pid: int, root: str) -> bool:
+    """Tell whether a process has exited and waits for its parent to reap it (state Z in /proc/PID/stat)."""
+    try:
+        with open(f"{root}/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[:1] == [b"Z"]  # the name may hold ")" and spaces
+    except OSError:
+        return False
 
 
 def _held_elsewhere(pid: int, root: str) -> str:
