@@ -376,3 +376,12 @@ def test_a_zombie_is_told_as_one_that_has_exited() -> None:
         result = sockscope("explain", f"pid:{made['zombie']}")
     assert result.returncode == ExitCode.NOTHING_FOUND and result.stderr.count("\n") == 1
     assert f"pid {made['zombie']}, python3 (user root), has exited (a zombie its parent has not reaped): it holds no socket" in result.stderr
+
+
+def test_a_pid_that_exits_while_being_looked_at_is_told_as_gone(tmp_path: Any) -> None:
+    from sockscope.explain.facts import _nothing
+    from sockscope.explain.target import parse_target
+
+    # its name was read, then it exited before its sockets were: /proc/PID is gone when the line is made
+    said = _nothing(parse_target("pid:4242"), "python3 (user root)", None, str(tmp_path))
+    assert said == "pid 4242, python3 (user root), exited while its sockets were being looked at"

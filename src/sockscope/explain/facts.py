@@ -314,6 +314,8 @@ def _process(pid: int, root: str) -> str:
 def _nothing(target: Target, process: str | None, port: PortFacts | None, root: str = "/proc") -> str:
     """Give the one line for a target that matches no socket (only this network namespace was looked in)."""
     where, others = _where(root)
+    if target.kind == "pid" and not os.path.isdir(f"{root}/{target.number}"):
+        return f"pid {target.number}, {process}, exited while its sockets were being looked at"
     if target.kind == "pid" and _zombie(target.number or 0, root):
         return f"pid {target.number}, {process}, has exited (a zombie its parent has not reaped): it holds no socket"
     if target.kind == "pid":
