@@ -14,6 +14,7 @@ from typing import Any
 
 from conftest import needs_root, sockscope
 from sockscope.errors import ExitCode
+from sockscope.ports.free import ephemeral_range
 
 
 @contextlib.contextmanager
@@ -385,3 +386,22 @@ def test_a_pid_that_exits_while_being_looked_at_is_told_as_gone(tmp_path: Any) -
     # its name was read, then it exited before its sockets were: /proc/PID is gone when the line is made
     said = _nothing(parse_target("pid:4242"), "python3 (user root)", None, str(tmp_path))
     assert said == "pid 4242, python3 (user root), exited while its sockets were being looked at"
+
+
+def test_ls_explain_does_not_say_a_server_connected_to_its_client_when_both_ports_are_ephemeral() -> None:
+    low, high = ephemeral_range()
+    with socket.socket() as server:
+        for port in range(high, low, -1):  # a server on a port inside the ephemeral range, as clients' ports are
+            try:
+                server.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client, server.accept()[0]:
+            mine = client.getsockname()[1]
+            listed = json.loads(sockscope("ls", "-t", "--explain", "--json", f"sport = :{mine} or dport = :{mine}").stdout)
+    ours = {(mine, port), (port, mine)}
+    said = {s["local"]["port"]: s["explain"] for s in listed if (s["local"]["port"], s["peer"]["port"]) in ours}
+    assert sorted(said) == sorted([mine, port])
+    assert f"127.0.0.1:{port} connected to port {mine}" not in said[mine], said

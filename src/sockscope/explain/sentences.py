@@ -400,9 +400,13 @@ def _brief_what(sock: Socket, port: PortFacts | None, host: Host) -> str:
         return "the peer closed; the holder has not closed its end yet"
     if isinstance(sock.local, Endpoint) and isinstance(sock.peer, Endpoint) and port is not None:
         low, high = host.ephemeral
-        if port.ephemeral and not low <= sock.peer.port <= high:
+        peer_ephemeral = low <= sock.peer.port <= high
+        if port.ephemeral and not peer_ephemeral:
             return f"{sock.state.value}: from this host's ephemeral port {sock.local.port} to {end_text(sock.peer)}"
-        return f"{sock.state.value}: {end_text(sock.peer)} connected to port {sock.local.port}{named}"
+        if peer_ephemeral and not port.ephemeral:
+            return f"{sock.state.value}: {end_text(sock.peer)} connected to port {sock.local.port}{named}"
+        # both ports (or neither) in the ephemeral range: which end connected is not told by the ports
+        return f"{sock.state.value}: connected with {end_text(sock.peer)} (this end on port {sock.local.port}{named})"
     if isinstance(sock.peer, UnixEndpoint) and sock.peer.inode:
         return f"{sock.state.value}: connected to socket inode {sock.peer.inode}"
     return meaning(sock)
