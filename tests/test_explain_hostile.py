@@ -405,3 +405,26 @@ def test_ls_explain_does_not_say_a_server_connected_to_its_client_when_both_port
     said = {s["local"]["port"]: s["explain"] for s in listed if (s["local"]["port"], s["peer"]["port"]) in ours}
     assert sorted(said) == sorted([mine, port])
     assert f"127.0.0.1:{port} connected to port {mine}" not in said[mine], said
+
+
+UDP_TO_A_GROUP = """
+def bound(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+first = bound(0)
+second = bound(first.getsockname()[1])
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+client.connect(first.getsockname())
+ino = lambda s: os.fstat(s.fileno()).st_ino
+info = {"port": client.getsockname()[1], "group": sorted([ino(first), ino(second)])}
+"""
+
+
+def test_a_udp_socket_sending_to_a_reuseport_group_is_not_said_to_have_no_other_end_here() -> None:
+    with holding(UDP_TO_A_GROUP) as made:
+        text = " ".join(explain_json(f"{made['port']}/udp")["sockets"][0]["sentences"])
+    first, second = made["group"]
+    assert "no socket here matches" not in text
+    assert f"one of 2 sockets bound alike (inodes {first} and {second}; SO_REUSEPORT) takes its datagrams" in text

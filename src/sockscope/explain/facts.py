@@ -49,6 +49,7 @@ class SocketFacts(NamedTuple):
     listener: Socket | None = None  # a connection's listener, when it came in through one here
     shared: int = 0  # a listener's connections that came in through it or a listener alike (SO_REUSEPORT)
     listeners: tuple[Socket, ...] = ()  # a connection's possible listeners, when several are alike
+    receivers: tuple[Socket, ...] = ()  # a connected UDP socket's possible other ends, when several are alike
     name: NameCheck | None = None  # where a unix socket's filesystem name leads now
 
 
@@ -170,12 +171,19 @@ class Index:
 
     def _receiver(self, sock: Socket, peer: Endpoint) -> Socket | None:
         """Give the unconnected UDP socket a connected one sends to, when exactly one takes that address here."""
+        found = self.receivers(sock)
+        return found[0] if len(found) == 1 else None
+
+    def receivers(self, sock: Socket) -> list[Socket]:
+        """Give the unconnected UDP sockets that may take a connected UDP socket's datagrams (several: SO_REUSEPORT)."""
+        peer = sock.peer
+        if sock.netid is not NetId.UDP or not isinstance(peer, Endpoint):
+            return []
         address = (plain_address(peer.address),)
         bound = self.by_local.get((NetId.UDP, peer.port), ())
         found = [s for s in bound if s is not sock and s.state is State.UNCONN and _covers(s, address)]
         exact = [s for s in found if isinstance(s.local, Endpoint) and s.local.address not in WILDCARDS]
-        found = exact or found
-        return found[0] if len(found) == 1 else None
+        return exact or found
 
     def listeners_of(self, sock: Socket) -> list[Socket]:
         """Give the listeners a connection may have come in through: one when that is certain, several when not.
@@ -276,7 +284,9 @@ def gather(target: Target, root: str | None = None) -> Explanation:
         if not _listens(sock) and id(sock) not in taken:
             found = index.listeners_of(sock)
             listener, alike = (found[0], ()) if len(found) == 1 else (None, tuple(found))
-            facts.append(SocketFacts(sock, _port_of(sock), index.other_end(sock), (), listener, listeners=alike))
+            other = index.other_end(sock)
+            receivers = tuple(index.receivers(sock)) if other is None else ()
+            facts.append(SocketFacts(sock, _port_of(sock), other, (), listener, listeners=alike, receivers=receivers))
     facts = [f._replace(name=_name_check(f.socket, files, root)) if _filesystem_name(f.socket) else f for f in facts]
     return Explanation(target, host_facts(root), facts, port, owned.denied, process)
 

@@ -345,6 +345,13 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
     other = other_sentence(sock, facts.other, denied, host.uid) if not facts.connections else None
+    if facts.receivers and isinstance(sock.peer, Endpoint):
+        inodes = sorted(s.inode for s in facts.receivers)
+        named = ", ".join(str(i) for i in inodes[:-1]) + f" and {inodes[-1]}"
+        other = (
+            f"Its other end is {end_text(sock.peer)}, on this host: one of {len(inodes)} sockets bound alike (inodes {named}; SO_REUSEPORT) "
+            "takes its datagrams, by a hash the kernel does not tell."
+        )
     for sentence in (queue_sentence(sock, host.somaxconn), timer_sentence(sock), other):
         if sentence:
             out.append(sentence)
