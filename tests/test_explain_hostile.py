@@ -428,3 +428,14 @@ def test_a_udp_socket_sending_to_a_reuseport_group_is_not_said_to_have_no_other_
     first, second = made["group"]
     assert "no socket here matches" not in text
     assert f"one of 2 sockets bound alike (inodes {first} and {second}; SO_REUSEPORT) takes its datagrams" in text
+
+
+@needs_root
+def test_ls_explain_as_another_user_does_not_say_roots_listener_has_no_holder() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        result = sockscope("ls", "-tl", "--explain", "--json", f"sport = :{port}", user="65534")
+    assert result.returncode == ExitCode.OK, result.stderr
+    [row] = json.loads(result.stdout)
+    assert "no holder found" not in row["explain"]
+    assert "holder not visible to this user (uid 0 (root); run with sudo)" in row["explain"]

@@ -384,6 +384,11 @@ def brief(sock: Socket, port: PortFacts | None, host: Host) -> str:
         return what
     if not owners:
         who = "no process holds it" if sock.state is State.TIME_WAIT else "no holder found in /proc"
+        if sock.state is not State.TIME_WAIT and host.uid != 0 and sock.uid is not None and sock.uid != host.uid:
+            # another user's descriptors cannot be read without root: not seeing a holder proves nothing
+            from ..inventory.owners import user_name
+
+            who = f"holder not visible to this user (uid {sock.uid} ({user_name(sock.uid)}); run with sudo)"
     elif len({o.pid for o in owners}) == 1:
         who = f"held by {owners[0].name} (pid {owners[0].pid}, fd {', '.join(str(o.fd) for o in owners)})"
     else:
