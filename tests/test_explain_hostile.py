@@ -154,7 +154,7 @@ def sentences_of(answer: dict[str, Any]) -> dict[int, str]:
 def test_a_unix_name_removed_after_bind_is_not_offered_to_connect_to(tmp_path: Any) -> None:
     with holding(UNIX_NAMES, str(tmp_path)) as made:
         text = sentences_of(explain_json(str(tmp_path / "gone.sock")))[made["gone"]]
-        assert f"no file is at {tmp_path}/gone.sock as its holder sees the filesystem (it was removed after bind())" in text
+        assert f"no file is at {tmp_path}/gone.sock as its holder sees the filesystem (it was removed or renamed after bind())" in text
         assert "sockscope connect" not in text
         # nc agrees: nobody can connect to that name
         refused = subprocess.run(["nc", "-U", "-z", str(tmp_path / "gone.sock")], capture_output=True, timeout=10, check=False)
@@ -439,3 +439,24 @@ def test_ls_explain_as_another_user_does_not_say_roots_listener_has_no_holder() 
     [row] = json.loads(result.stdout)
     assert "no holder found" not in row["explain"]
     assert "holder not visible to this user (uid 0 (root); run with sudo)" in row["explain"]
+
+
+RENAMED = """
+folder = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(folder, "before.sock"))
+s.listen()
+os.rename(os.path.join(folder, "before.sock"), os.path.join(folder, "after.sock"))
+info = {"inode": os.fstat(s.fileno()).st_ino}
+"""
+
+
+def test_a_renamed_unix_socket_is_found_by_its_new_name_and_not_said_removed(tmp_path: Any) -> None:
+    with holding(RENAMED, str(tmp_path)) as made:
+        answer = explain_json(str(tmp_path / "after.sock"))
+        text = " ".join(answer["sockets"][0]["sentences"])
+        # nc reaches it by the new name
+        reached = subprocess.run(["nc", "-U", "-z", str(tmp_path / "after.sock")], capture_output=True, timeout=10, check=False)
+    assert [s["socket"]["inode"] for s in answer["sockets"]] == [made["inode"]]
+    assert "removed or renamed after bind()" in text and "it was removed after" not in text
+    assert reached.returncode == 0

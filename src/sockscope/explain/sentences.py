@@ -276,13 +276,13 @@ def name_sentence(sock: Socket, check: NameCheck) -> str:
     path = end_text(sock.local)
     seen = " as its holder sees the filesystem" if check.holder_view else ""
     if check.leads == "nothing":
-        why = "it was removed after bind()" if check.holder_view else "it was removed after bind(), or lives in another mount namespace"
+        why = "it was removed or renamed after bind()" if check.holder_view else "it was removed or renamed after bind(), or lives in another mount namespace"
         return (
             f"Its name no longer leads to it: no file is at {path}{seen} ({why}), so no client can connect() to it by name; connections it already has go on."
         )
     now = f"another socket (inode {check.now})" if check.now else "another file"
     return (
-        f"Its name no longer leads to it: {path}{seen} is now {now} (the file was removed and made again), "
+        f"Its name no longer leads to it: {path}{seen} is now {now} (another file took the name after bind()), "
         f"so clients that connect() to that name reach {'that socket' if check.now else 'that file'}, not this one."
     )
 
