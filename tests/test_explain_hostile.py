@@ -459,4 +459,5 @@ def test_a_renamed_unix_socket_is_found_by_its_new_name_and_not_said_removed(tmp
         reached = subprocess.run(["nc", "-U", "-z", str(tmp_path / "after.sock")], capture_output=True, timeout=10, check=False)
     assert [s["socket"]["inode"] for s in answer["sockets"]] == [made["inode"]]
     assert "removed or renamed after bind()" in text and "it was removed after" not in text
+    assert "no client can connect() to it by that name" in text  # by its new name, nc did
     assert reached.returncode == 0

@@ -278,7 +278,8 @@ def name_sentence(sock: Socket, check: NameCheck) -> str:
     if check.leads == "nothing":
         why = "it was removed or renamed after bind()" if check.holder_view else "it was removed or renamed after bind(), or lives in another mount namespace"
         return (
-            f"Its name no longer leads to it: no file is at {path}{seen} ({why}), so no client can connect() to it by name; connections it already has go on."
+            f"Its name no longer leads to it: no file is at {path}{seen} ({why}), "
+            "so no client can connect() to it by that name; connections it already has go on."
         )
     now = f"another socket (inode {check.now})" if check.now else "another file"
     return (
