@@ -461,3 +461,12 @@ def test_a_renamed_unix_socket_is_found_by_its_new_name_and_not_said_removed(tmp
     assert "removed or renamed after bind()" in text and "it was removed after" not in text
     assert "no client can connect() to it by that name" in text  # by its new name, nc did
     assert reached.returncode == 0
+
+
+def test_a_service_name_is_answered_with_its_port_from_the_services_file() -> None:
+    result = sockscope("explain", "http-alt")
+    assert result.returncode == ExitCode.USAGE and result.stderr.count("\n") == 1
+    assert "'http-alt' is a service name in /etc/services (8080/" in result.stderr
+    assert "write the port, e.g. `sockscope explain 8080`" in result.stderr
+    unknown = sockscope("explain", "no-such-service-here")
+    assert unknown.returncode == ExitCode.USAGE and "is not something to explain" in unknown.stderr

@@ -76,7 +76,7 @@ def _port_target(text: str) -> Target:
     if spec.isdigit() and spec.isascii() and not 1 <= int(spec) <= 65535:
         raise UsageError(f"{text!r}: port {int(spec)} is out of range (ports are 1-65535); for a process write pid:{spec}, for a socket inode:{spec}")
     if not (spec.isdigit() and spec.isascii()):  # int() would read "٣" as 3: only ASCII digits are a port
-        raise UsageError(f"{text!r} is not something to explain: give {FORMS}")
+        raise UsageError(_service_hint(text, spec) or f"{text!r} is not something to explain: give {FORMS}")
     found = parse_port_target(text)
     return Target(text, "port", port=found.port, proto=found.proto)
 
@@ -92,3 +92,14 @@ def _address_target(text: str) -> Target:
         addresses = {str(ipaddress.ip_address(sockaddr[0].split("%", 1)[0])) for _family, sockaddr in resolve(address)}
     proto = address.kind if text.lower().startswith(("tcp://", "udp://")) else None
     return Target(text, "address", port=address.port, proto=proto, addresses=tuple(sorted(addresses)))
+
+
+def _service_hint(text: str, name: str) -> str | None:
+    """Give the line for a service name (`http`): its ports in the services file; None for any other word."""
+    from .. import services
+
+    found = sorted({(e.port, e.proto) for e in services.entries() if name in (e.name, *e.aliases)})
+    if not found:
+        return None
+    ports = ", ".join(f"{port}/{proto}" for port, proto in found)
+    return f"{text!r} is a service name in {services.SERVICES_FILE} ({ports}): write the port, e.g. `sockscope explain {found[0][0]}`"
