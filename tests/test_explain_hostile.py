@@ -470,3 +470,12 @@ def test_a_service_name_is_answered_with_its_port_from_the_services_file() -> No
     assert "write the port, e.g. `sockscope explain 8080`" in result.stderr
     unknown = sockscope("explain", "no-such-service-here")
     assert unknown.returncode == ExitCode.USAGE and "is not something to explain" in unknown.stderr
+
+
+def test_without_a_services_file_a_name_is_not_said_to_come_from_it() -> None:
+    result = sockscope("explain", "22", env={"SOCKSCOPE_SERVICES": "/nonexistent/services"})
+    assert result.returncode == ExitCode.NOTHING_FOUND
+    assert "in /nonexistent/services" not in result.stderr
+    assert "named ssh in sockscope's built-in table (/nonexistent/services cannot be read)" in result.stderr
+    hint = sockscope("explain", "ssh", env={"SOCKSCOPE_SERVICES": "/nonexistent/services"})
+    assert "'ssh' is a service name in sockscope's built-in table (/nonexistent/services cannot be read)" in hint.stderr

@@ -107,16 +107,26 @@ def holders_sentence(sock: Socket, denied: int, uid: int | None = None) -> str:
     return "No descriptor to it was found under /proc/*/fd: its holder, if any, is not visible here (another PID namespace), or the kernel holds it alone."
 
 
+def services_source() -> str:
+    """Give where service names come from: the services file, or the built-in table when it cannot be read."""
+    from .. import services
+
+    try:
+        with open(services.SERVICES_FILE, "rb"):
+            return services.SERVICES_FILE
+    except OSError:
+        return f"sockscope's built-in table ({services.SERVICES_FILE} cannot be read)"
+
+
 def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
     """Give what a port is here: its class, its service name, the ephemeral range, the privilege to bind it."""
-    from .. import services
 
     proto = "" if both else f"/{port.proto}"
     parts = [f"port {port.port}{proto} is {CLASSES.get(port.port_class, port.port_class)}"]
     if port.name:
-        parts.append(f"named {port.name} in {services.SERVICES_FILE}")
+        parts.append(f"named {port.name} in {services_source()}")
     else:
-        parts.append(f"with no name in {services.SERVICES_FILE}")
+        parts.append(f"with no name in {services_source()}")
     low, high = host.ephemeral
     if port.ephemeral:
         parts.append(f"inside this host's ephemeral range {low}-{high} (net.ipv4.ip_local_port_range), where the kernel picks clients' ports")

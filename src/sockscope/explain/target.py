@@ -102,4 +102,6 @@ def _service_hint(text: str, name: str) -> str | None:
     if not found:
         return None
     ports = ", ".join(f"{port}/{proto}" for port, proto in found)
-    return f"{text!r} is a service name in {services.SERVICES_FILE} ({ports}): write the port, e.g. `sockscope explain {found[0][0]}`"
+    from .sentences import services_source
+
+    return f"{text!r} is a service name in {services_source()} ({ports}): write the port, e.g. `sockscope explain {found[0][0]}`"
