@@ -479,3 +479,19 @@ def test_without_a_services_file_a_name_is_not_said_to_come_from_it() -> None:
     assert "named ssh in sockscope's built-in table (/nonexistent/services cannot be read)" in result.stderr
     hint = sockscope("explain", "ssh", env={"SOCKSCOPE_SERVICES": "/nonexistent/services"})
     assert "'ssh' is a service name in sockscope's built-in table (/nonexistent/services cannot be read)" in hint.stderr
+
+
+def test_trace_of_a_shutdown_after_the_peer_closed_does_not_say_the_peer_reads_eof() -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(b"\0sockscope-trace-closed-" + str(os.getpid()).encode())
+        server.listen()
+        name = "unix:@" + server.getsockname()[1:].decode()
+        command = [sys.executable, "-m", "sockscope", "connect", "--trace", name]
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        accepted, _ = server.accept()
+        accepted.sendall(b"bye")
+        accepted.close()  # the peer is gone before our end shuts down
+        out, err = proc.communicate(b"", timeout=20)
+    assert out == b"bye" and proc.returncode == ExitCode.OK
+    told = err.decode()
+    assert "shutdown(fd 3, SHUT_WR) = 0: our end sends no more" in told and "the peer reads EOF" not in told
