@@ -495,3 +495,14 @@ def test_trace_of_a_shutdown_after_the_peer_closed_does_not_say_the_peer_reads_e
     assert out == b"bye" and proc.returncode == ExitCode.OK
     told = err.decode()
     assert "shutdown(fd 3, SHUT_WR) = 0: our end sends no more" in told and "the peer reads EOF" not in told
+
+
+def test_a_socket_file_that_matches_no_socket_proves_nothing_about_a_name() -> None:
+    from sockscope.explain.files import _compare
+
+    mine = (254, 0, 100)
+    # btrfs and overlayfs may show stat() another device for the very same file: no claim
+    assert _compare((0, 42, 100), mine, {7: mine}, holder_view=True) is None
+    assert _compare((254, 0, 200), mine, {7: mine, 8: (254, 0, 200)}, holder_view=True) == ("other", 8, True)
+    assert _compare((-1, -1, 5), mine, {7: mine}, holder_view=False) == ("other", None, False)
+    assert _compare(None, mine, {7: mine}, holder_view=False) == ("nothing", None, False)

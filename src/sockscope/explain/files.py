@@ -107,10 +107,17 @@ def _look(path: str) -> tuple[bool, FileKey | None] | None:
     return True, (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
 
 
-def _compare(seen: FileKey | None, mine: FileKey, files: dict[int, FileKey], holder_view: bool) -> NameCheck:
+def _compare(seen: FileKey | None, mine: FileKey, files: dict[int, FileKey], holder_view: bool) -> NameCheck | None:
+    """Give where the name leads; None when that is not sure.
+
+    Some filesystems (btrfs subvolumes, overlayfs) show stat() a device or inode other than the
+    one the kernel keeps for the socket: a socket file that matches no socket proves nothing.
+    """
     if seen is None:
         return NameCheck("nothing", None, holder_view)
     if seen == mine:
         return NameCheck("it", None, holder_view)
+    if seen[0] == -1:  # not a socket file at all
+        return NameCheck("other", None, holder_view)
     now = next((inode for inode, key in files.items() if key == seen), None)
-    return NameCheck("other", now, holder_view)
+    return NameCheck("other", now, holder_view) if now is not None else None
