@@ -506,3 +506,12 @@ def test_a_socket_file_that_matches_no_socket_proves_nothing_about_a_name() -> N
     assert _compare((254, 0, 200), mine, {7: mine, 8: (254, 0, 200)}, holder_view=True) == ("other", 8, True)
     assert _compare((-1, -1, 5), mine, {7: mine}, holder_view=False) == ("other", None, False)
     assert _compare(None, mine, {7: mine}, holder_view=False) == ("nothing", None, False)
+
+
+def test_an_ipv4_mapped_address_finds_the_ipv4_listener_it_reaches() -> None:
+    with socket.create_server(("0.0.0.0", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("::ffff:127.0.0.1", port)):  # it does reach this listener
+            pass
+        answer = explain_json(f"[::ffff:127.0.0.1]:{port}")
+    assert [s["socket"]["local"] for s in answer["sockets"]] == [{"address": "0.0.0.0", "port": port}]

@@ -87,9 +87,9 @@ def _address_target(text: str) -> Target:
     address = parse_address(text)
     assert address.host is not None and address.port is not None
     try:
-        addresses = {str(ipaddress.ip_address(address.host.split("%", 1)[0]))}
+        addresses = {_canonical(address.host)}
     except ValueError:  # a host name: every address it has here
-        addresses = {str(ipaddress.ip_address(sockaddr[0].split("%", 1)[0])) for _family, sockaddr in resolve(address)}
+        addresses = {_canonical(sockaddr[0]) for _family, sockaddr in resolve(address)}
     proto = address.kind if text.lower().startswith(("tcp://", "udp://")) else None
     return Target(text, "address", port=address.port, proto=proto, addresses=tuple(sorted(addresses)))
 
@@ -105,3 +105,10 @@ def _service_hint(text: str, name: str) -> str | None:
     from .sentences import services_source
 
     return f"{text!r} is a service name in {services_source()} ({ports}): write the port, e.g. `sockscope explain {found[0][0]}`"
+
+
+def _canonical(host: str) -> str:
+    """Give an address as sockets show it; ::ffff:a.b.c.d is a.b.c.d, reaching IPv4 sockets too."""
+    found = ipaddress.ip_address(host.split("%", 1)[0])
+    mapped = found.ipv4_mapped if isinstance(found, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else str(found)
