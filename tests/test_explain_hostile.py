@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from conftest import needs_root, sockscope
 from sockscope.errors import ExitCode
 from sockscope.ports.free import ephemeral_range
@@ -515,3 +517,27 @@ def test_an_ipv4_mapped_address_finds_the_ipv4_listener_it_reaches() -> None:
             pass
         answer = explain_json(f"[::ffff:127.0.0.1]:{port}")
     assert [s["socket"]["local"] for s in answer["sockets"]] == [{"address": "0.0.0.0", "port": port}]
+
+
+def other_interface() -> str | None:
+    """Give an interface other than lo, when this host has one."""
+    names = sorted(os.listdir("/sys/class/net"))
+    return next((name for name in names if name != "lo"), None)
+
+
+@needs_root
+def test_a_listener_bound_to_an_interface_is_not_offered_through_loopback() -> None:
+    device = other_interface()
+    if device is None:
+        pytest.skip("needs an interface other than lo")
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        text = " ".join(explain_json(str(port))["sockets"][0]["sentences"])
+        with socket.socket() as client:  # the kernel agrees: through lo it is refused
+            refused = client.connect_ex(("127.0.0.1", port))
+    assert refused != 0
+    assert f"It is bound to interface {device} (SO_BINDTODEVICE): it takes only what arrives through {device}." in text
+    assert f"sockscope connect 127.0.0.1:{port}" not in text

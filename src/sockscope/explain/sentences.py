@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ..model import Endpoint, NetId, Owner, Socket, State, UnixEndpoint
 from ..ports.services import PortFacts
-from .facts import Explanation, Host, Link, SocketFacts, plain_address
+from .facts import WILDCARDS, Explanation, Host, Link, SocketFacts, plain_address
 from .files import NameCheck
 
 MAX_CONNECTIONS = 20  # connections told one by one under a listener; the rest are counted
@@ -325,8 +325,11 @@ def next_steps(sock: Socket, by_name: bool = True) -> str:
     if sock.state in (State.LISTEN, State.UNCONN):
         host = "127.0.0.1" if local.address in ("0.0.0.0", "*") else "::1" if local.address == "::" else local.address
         where = f"[{host}]:{local.port}" if ":" in host else f"{host}:{local.port}"
+        connect = f"`sockscope connect {'-u ' if udp else ''}{where}` connects to it; "
+        if sock.device is not None and sock.device != "lo" and local.address in WILDCARDS:
+            connect = f"a client reaches it only through {sock.device}; "  # through loopback it is refused
         return (
-            f"Next: `sockscope who {port}` shows who holds it; `sockscope connect {'-u ' if udp else ''}{where}` connects to it; "
+            f"Next: `sockscope who {port}` shows who holds it; {connect}"
             f"`sockscope kill {port}` frees the port (stops its holders, then checks that it is free)."
         )
     match = f"'sport = :{local.port} and dport = :{sock.peer.port}'"
@@ -350,6 +353,9 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     if sock.v6only is not None and isinstance(sock.local, Endpoint) and sock.local.address == "::":
         takes = "IPv6 clients only (IPV6_V6ONLY is on)" if sock.v6only else "IPv4 clients too (IPV6_V6ONLY is off: they show as ::ffff:a.b.c.d)"
         out.append(f"Bound to every address, it takes {takes}.")
+    if sock.device is not None and isinstance(sock.local, Endpoint):
+        why = "the scope of its link-local address" if sock.local.address.lower().startswith("fe80:") else "SO_BINDTODEVICE"
+        out.append(f"It is bound to interface {sock.device} ({why}): it takes only what arrives through {sock.device}.")
     out.append(holders_sentence(sock, denied, host.uid))
     if facts.name is not None and facts.name.leads != "it":
         out.append(name_sentence(sock, facts.name))
