@@ -541,3 +541,23 @@ def test_a_listener_bound_to_an_interface_is_not_offered_through_loopback() -> N
     assert refused != 0
     assert f"It is bound to interface {device} (SO_BINDTODEVICE): it takes only what arrives through {device}." in text
     assert f"sockscope connect 127.0.0.1:{port}" not in text
+
+
+FORK_THEN_EXIT = """
+server = socket.create_server(("127.0.0.1", 0))
+child = os.fork()
+if child == 0:
+    time.sleep(0.3)
+    os._exit(0)
+os.waitpid(child, 0)  # the child held the listener too, then exited and was reaped
+info = {"pid": os.getpid(), "child": child, "port": server.getsockname()[1], "fd": server.fileno()}
+"""
+
+
+def test_a_listener_shared_by_fork_names_only_the_holder_left_after_the_other_exits() -> None:
+    with holding(FORK_THEN_EXIT) as made:
+        sock = explain_json(str(made["port"]))["sockets"][0]
+        ss = subprocess.run(["ss", "-tlnpH", f"sport = :{made['port']}"], capture_output=True, text=True, check=True).stdout
+    assert [(o["pid"], o["fd"]) for o in sock["socket"]["owners"]] == [(made["pid"], made["fd"])]
+    assert f"pid={made['pid']},fd={made['fd']}" in ss and f"pid={made['child']}" not in ss
+    assert "2 processes" not in " ".join(sock["sentences"])
