@@ -147,6 +147,7 @@ class Index:
         self.by_inode: dict[int, Socket] = {}
         self.by_ends: dict[tuple[NetId, tuple[str, int], tuple[str, int]], Socket] = {}
         self.by_local: dict[tuple[NetId, object], list[Socket]] = {}
+        self.listening: dict[tuple[NetId, object], list[Socket]] = {}  # listeners alone: a port may have thousands of connections
         for sock in everything:
             if sock.inode:
                 self.by_inode[sock.inode] = sock
@@ -156,6 +157,9 @@ class Index:
                 self.by_local.setdefault((sock.netid, local.port), []).append(sock)
             elif isinstance(local, UnixEndpoint) and local.path:
                 self.by_local.setdefault((sock.netid, local.path), []).append(sock)
+            if sock.state is State.LISTEN and isinstance(local, Endpoint | UnixEndpoint):
+                where = local.port if isinstance(local, Endpoint) else local.path
+                self.listening.setdefault((sock.netid, where), []).append(sock)
 
     def other_end(self, sock: Socket) -> Socket | None:
         """Give the socket at the other end of a connection when it is on this host (and visible here)."""
@@ -194,7 +198,7 @@ class Index:
         """
         local = sock.local
         where = local.port if isinstance(local, Endpoint) else local.path if isinstance(local, UnixEndpoint) else None
-        found = [s for s in self.by_local.get((sock.netid, where), ()) if s.state is State.LISTEN and _child_of(sock, s)]
+        found = [s for s in self.listening.get((sock.netid, where), ()) if _child_of(sock, s)]
         if len(found) > 1:
             exact = [s for s in found if isinstance(s.local, Endpoint) and s.local.address not in WILDCARDS]
             found = exact or found
