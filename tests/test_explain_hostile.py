@@ -561,3 +561,21 @@ def test_a_listener_shared_by_fork_names_only_the_holder_left_after_the_other_ex
     assert [(o["pid"], o["fd"]) for o in sock["socket"]["owners"]] == [(made["pid"], made["fd"])]
     assert f"pid={made['pid']},fd={made['fd']}" in ss and f"pid={made['child']}" not in ss
     assert "2 processes" not in " ".join(sock["sentences"])
+
+
+RELATIVE = """
+os.chdir(sys.argv[1])
+s = socket.socket(socket.AF_UNIX)
+s.bind("relative.sock")  # the kernel keeps the name as given, relative to the binder's directory
+s.listen()
+info = {"inode": os.fstat(s.fileno()).st_ino}
+"""
+
+
+def test_a_relative_unix_name_is_found_by_its_file_and_not_offered_as_a_command(tmp_path: Any) -> None:
+    with holding(RELATIVE, str(tmp_path)) as made:
+        answer = explain_json(str(tmp_path / "relative.sock"))
+    assert [s["socket"]["inode"] for s in answer["sockets"]] == [made["inode"]]
+    text = " ".join(answer["sockets"][0]["sentences"])
+    assert "sockscope who relative.sock" not in text and "unix:relative.sock" not in text
+    assert f"sockscope explain inode:{made['inode']}" in text

@@ -312,8 +312,10 @@ def next_steps(sock: Socket, by_name: bool = True) -> str:
     """Give the commands a person would run next about this socket (`by_name`: its unix name still reaches it)."""
     local = sock.local
     if isinstance(local, UnixEndpoint):
-        # a name holding a NUL byte cannot be given on a command line: the shell would cut it there
-        if by_name and local.path and "\0" not in local.path and sock.state in (State.LISTEN, State.UNCONN):
+        # a name holding a NUL byte cannot be given on a command line: the shell would cut it there;
+        # a relative name was relative to the binder's directory, not to the reader's
+        named = local.path is not None and local.path.startswith(("/", "@")) and "\0" not in local.path
+        if by_name and named and local.path is not None and sock.state in (State.LISTEN, State.UNCONN):
             kind = {NetId.UNIX_DGRAM: "unix-dgram", NetId.UNIX_SEQPACKET: "seqpacket"}.get(sock.netid, "unix")
             who, address = shell_word(local.path), shell_word(f"{kind}:{local.path}")
             return f"Next: `sockscope who {who}` shows who holds it; `sockscope connect {address}` connects to it."
