@@ -579,3 +579,21 @@ def test_a_relative_unix_name_is_found_by_its_file_and_not_offered_as_a_command(
     text = " ".join(answer["sockets"][0]["sentences"])
     assert "sockscope who relative.sock" not in text and "unix:relative.sock" not in text
     assert f"sockscope explain inode:{made['inode']}" in text
+
+
+THREAD = """
+import threading
+server = socket.create_server(("127.0.0.1", 0))
+ids = []
+threading.Thread(target=lambda: (ids.append(threading.get_native_id()), time.sleep(60)), daemon=True).start()
+while not ids:
+    time.sleep(0.01)
+info = {"pid": os.getpid(), "tid": ids[0], "inode": os.fstat(server.fileno()).st_ino}
+"""
+
+
+def test_a_thread_id_explains_the_sockets_of_its_process() -> None:
+    with holding(THREAD) as made:
+        answer = explain_json(f"pid:{made['tid']}")
+    assert [s["socket"]["inode"] for s in answer["sockets"]] == [made["inode"]]
+    assert f"pid {made['pid']} (python3" in " ".join(answer["sockets"][0]["sentences"])

@@ -260,6 +260,9 @@ def select(target: Target, everything: list[Socket]) -> list[Socket]:
 def gather(target: Target, root: str | None = None) -> Explanation:
     """Give the Explanation of a target; NothingFound when nothing matches, PermissionDenied for a pid we may not read."""
     root = root or proc_root()
+    if target.kind == "pid" and target.number is not None:
+        # a thread's id opens /proc/TID too, but descriptors belong to its process (the thread group)
+        target = target._replace(number=_thread_group(target.number, root))
     process = _process(target.number, root) if target.kind == "pid" and target.number is not None else None
     netids = {"port": INET_NETIDS, "address": INET_NETIDS, "path": UNIX_NETIDS}.get(target.kind, INET_NETIDS | UNIX_NETIDS)
     everything = take(Query(netids=netids, proc_root=root, internals=frozenset({"timers"}))).sockets
@@ -368,6 +371,18 @@ def _where(root: str) -> tuple[str, str]:
 def plural_text(count: int, thing: str) -> str:
     """Give `1 thing`, `2 things`."""
     return f"{count} {thing}{'' if count == 1 else 's'}"
+
+
+def _thread_group(pid: int, root: str) -> int:
+    """Give the process a thread id belongs to (Tgid in /proc/PID/status); the id itself for a process."""
+    try:
+        with open(f"{root}/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pid
 
 
 def _zombie(pid: int, root: str) -> bool:
