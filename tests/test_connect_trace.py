@@ -74,7 +74,7 @@ def test_trace_narrates_every_call_and_leaves_the_data_byte_exact() -> None:
     sent = [int(m[1]) for m in map(re.compile(rf"  send\(fd {fd}, \d+ bytes\) = (\d+)$").match, lines) if m]
     received = [int(m[1]) for m in map(re.compile(rf"  recv\(fd {fd}, \d+\) = (\d+)$").match, lines) if m]
     assert sum(sent) == sum(received) == len(data)
-    assert f"  shutdown(fd {fd}, SHUT_WR) = 0: our end sends no more; the peer reads EOF" in lines
+    assert f"  shutdown(fd {fd}, SHUT_WR) = 0: our end sends no more (a read by the peer now gets end of data)" in lines
     assert f"  recv(fd {fd}, 262144) = 0: the peer shut down its writing side (end of its data)" in lines
     assert lines[-1] == f"  close(fd {fd}) = 0"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Literal
 
@@ -60,7 +61,8 @@ def add_parser(commands: Any) -> None:
     p.add_argument(
         "--trace",
         action="store_true",
-        help="narrate each step on stderr: name resolution, socket, connect (with the port the kernel chose), send, recv, shutdown, close",
+        help="narrate each step on stderr: name resolution, socket, connect (with the port the kernel chose), send, recv, shutdown, close; "
+        "the data never waits for the trace: lines stderr cannot take at once are dropped, and their count told on the next line it takes",
     )
 
 
@@ -125,22 +127,57 @@ def bridge_options(args: argparse.Namespace, kind: str) -> Any:
     )
 
 
+PIPE_BUF = 4096  # a write of at most this many bytes to a pipe is whole or not at all
+
+
 def narrator(env: Environment) -> Any:
-    """Give a function that writes one trace line on stderr (and goes quiet once stderr is gone)."""
+    """Give a function that writes one trace line on stderr, never waiting for it.
+
+    The trace gives way to the data: a line that stderr cannot take at once (a pipe nobody
+    drains) is dropped rather than waited for, and the count of dropped lines is told with the
+    next line stderr takes (lines dropped after the last one are not counted anywhere). Once
+    stderr is gone (closed, full disk), the trace goes quiet.
+    """
     from .render import escape
 
     working = [True]
+    dropped = [0]
+    try:
+        fd = env.stderr.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = -1
+
+    def write(line: str) -> bool:
+        if fd < 0:
+            env.stderr.write(line)
+            env.stderr.flush()
+            return True
+        import select
+
+        env.stderr.flush()  # what the text layer holds goes first, in order
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(mask & select.POLLOUT for _, mask in poller.poll(0)):
+            return False
+        raw = line.encode("utf-8", "backslashreplace")
+        if len(raw) > PIPE_BUF:
+            raw = raw[: PIPE_BUF - 7] + b" [...]\n"
+        os.write(fd, raw)
+        return True
 
     def narrate(text: str) -> None:
-        if working[0]:
-            try:
-                env.stderr.write(f"  {escape(text)}\n")
-                env.stderr.flush()
-            except (OSError, ValueError):
-                working[0] = False  # a trace nobody can read must not end the data's transfer
-                from . import _silence_stdout
+        if not working[0]:
+            return
+        try:
+            if dropped[0] and write(f"  ({dropped[0]} trace lines were dropped: stderr was not being read)\n"):
+                dropped[0] = 0
+            if dropped[0] or not write(f"  {escape(text)}\n"):
+                dropped[0] += 1
+        except (OSError, ValueError):
+            working[0] = False  # a trace nobody can read must not end the data's transfer
+            from . import _silence_stdout
 
-                _silence_stdout(2)  # nor fail the exit, when Python flushes what stderr still buffers
+            _silence_stdout(2)  # nor fail the exit, when Python flushes what stderr still buffers
 
     return narrate
 

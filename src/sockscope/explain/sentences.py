@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from ..model import Endpoint, NetId, Owner, Socket, State, UnixEndpoint
 from ..ports.services import PortFacts
-from .facts import Explanation, Host, Link, SocketFacts, plain_address
+from .facts import WILDCARDS, Explanation, Host, Link, SocketFacts, plain_address
+from .files import NameCheck
 
 MAX_CONNECTIONS = 20  # connections told one by one under a listener; the rest are counted
 
@@ -106,16 +107,26 @@ def holders_sentence(sock: Socket, denied: int, uid: int | None = None) -> str:
     return "No descriptor to it was found under /proc/*/fd: its holder, if any, is not visible here (another PID namespace), or the kernel holds it alone."
 
 
+def services_source() -> str:
+    """Give where service names come from: the services file, or the built-in table when it cannot be read."""
+    from .. import services
+
+    try:
+        with open(services.SERVICES_FILE, "rb"):
+            return services.SERVICES_FILE
+    except OSError:
+        return f"sockscope's built-in table ({services.SERVICES_FILE} cannot be read)"
+
+
 def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
     """Give what a port is here: its class, its service name, the ephemeral range, the privilege to bind it."""
-    from .. import services
 
     proto = "" if both else f"/{port.proto}"
     parts = [f"port {port.port}{proto} is {CLASSES.get(port.port_class, port.port_class)}"]
     if port.name:
-        parts.append(f"named {port.name} in {services.SERVICES_FILE}")
+        parts.append(f"named {port.name} in {services_source()}")
     else:
-        parts.append(f"with no name in {services.SERVICES_FILE}")
+        parts.append(f"with no name in {services_source()}")
     low, high = host.ephemeral
     if port.ephemeral:
         parts.append(f"inside this host's ephemeral range {low}-{high} (net.ipv4.ip_local_port_range), where the kernel picks clients' ports")
@@ -131,23 +142,31 @@ def port_sentence(port: PortFacts, host: Host, both: bool = False) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def queue_sentence(sock: Socket) -> str | None:
+def queue_sentence(sock: Socket, somaxconn: int | None = None) -> str | None:
     """Give what a socket's queues hold (Recv-Q and Send-Q mean other things per state)."""
     if sock.state is State.LISTEN:
         waiting, limit = sock.recv_q, sock.send_q
-        text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} (the backlog given to listen())"
+        # listen() cuts a larger backlog down to net.core.somaxconn without a word
+        given = f"net.core.somaxconn: listen() asked for {limit} or more" if limit == somaxconn else "the backlog given to listen()"
+        text = f"Its accept queue holds {plural(waiting, 'connection')} not accepted yet, of at most {limit} ({given})"
+        if waiting > limit and isinstance(sock.local, UnixEndpoint):
+            return text + ": the queue is full, so until the program accepts, a new client's connect() waits, or fails at once with EAGAIN when non-blocking."
         if waiting > limit:
             return text + ": the queue is full, so the kernel drops new clients' connection attempts until the program accepts; they wait and retry."
         return text + "."
     if sock.state is State.UNCONN and sock.netid in (NetId.UDP, NetId.UNIX_DGRAM):
         return f"{plural(sock.recv_q, 'byte')} of datagrams wait to be read (Recv-Q)." if sock.recv_q else "No datagram waits to be read."
     if sock.state is State.ESTAB:
-        sent = "not acknowledged by the peer yet" if sock.netid is NetId.TCP else "not taken by the peer yet"
-        return f"{plural(sock.recv_q, 'byte')} arrived that the program has not read (Recv-Q); {plural(sock.send_q, 'byte')} sent are {sent} (Send-Q)."
+        if sock.netid is NetId.UDP:  # datagrams are never acknowledged: Send-Q is what the kernel has yet to send
+            sent = f"{plural(sock.send_q, 'byte')} of datagrams wait in the kernel to be sent"
+        else:
+            peer = "acknowledged" if sock.netid is NetId.TCP else "taken"
+            sent = f"{plural(sock.send_q, 'byte')} sent are not {peer} by the peer yet"
+        return f"{plural(sock.recv_q, 'byte')} arrived that the program has not read (Recv-Q); {sent} (Send-Q)."
     return None
 
 
-def other_sentence(sock: Socket, other: Socket | None) -> str | None:
+def other_sentence(sock: Socket, other: Socket | None, denied: int = 0, uid: int | None = None) -> str | None:
     """Give where a connection's other end is, and who holds it when it is on this host."""
     peer = sock.peer
     if isinstance(peer, UnixEndpoint):
@@ -155,24 +174,35 @@ def other_sentence(sock: Socket, other: Socket | None) -> str | None:
             return None
         if other is None:
             return f"Its other end is socket inode {peer.inode}, which no longer shows here."
-        return f"Its other end is socket inode {other.inode} ({end_text(other.local)}), {_held_by(other)}."
+        return f"Its other end is socket inode {other.inode} ({end_text(other.local)}), {_held_by(other, denied, uid)}."
     if not isinstance(peer, Endpoint) or peer.port == 0:
         return None
     if other is not None:
-        return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other)}."
-    if plain_address(peer.address).startswith("127.") or peer.address == "::1":
+        return f"Its other end is {end_text(peer)}, on this host: socket inode {other.inode}, {_held_by(other, denied, uid)}."
+    if _loopback(peer.address) and sock.state is State.TIME_WAIT:  # the connection is over: its other end may be gone for good
+        return f"Its other end was {end_text(peer)}; no socket of this connection remains there."
+    if _loopback(peer.address):
         return f"Its other end is {end_text(peer)}, a loopback address, but no socket here matches it (another network namespace?)."
     return f"Its other end is {end_text(peer)}, not on this host: only that host can say which process it is."
 
 
-def _held_by(sock: Socket) -> str:
+def _unseen(sock: Socket, denied: int, uid: int | None) -> str:
+    """Give why no holder of a socket is named: none was found, or this user may not look."""
+    if denied and sock.uid is not None and sock.uid != uid:
+        from ..inventory.owners import user_name
+
+        return f"whose holder this user cannot see (it was made by uid {sock.uid} ({user_name(sock.uid)}); run with sudo)"
+    return "with no descriptor to it found under /proc/*/fd"
+
+
+def _held_by(sock: Socket, denied: int = 0, uid: int | None = None) -> str:
     owners = sock.owners or ()
     if not owners:
-        return "with no descriptor to it found under /proc/*/fd" if sock.owners == () else "whose holder was not asked for"
+        return _unseen(sock, denied, uid) if sock.owners == () else "whose holder was not asked for"
     return "held by " + ", ".join(holder_text(o, sock.inode) for o in owners)
 
 
-def connection_sentence(link: Link, host: Host, queued: bool = False) -> str:
+def connection_sentence(link: Link, host: Host, queued: bool = False, denied: int = 0) -> str:
     """Give one of a listener's connections: the client's end and port, who serves it, who the client is."""
     sock, other = link.socket, link.other
     if isinstance(sock.peer, Endpoint):
@@ -188,12 +218,12 @@ def connection_sentence(link: Link, host: Host, queued: bool = False) -> str:
     elif queued:
         served = "waiting in the accept queue: no process has accepted it yet"
     else:
-        served = "no descriptor to it found under /proc/*/fd"
+        served = _unseen(sock, denied, host.uid).removeprefix("with ")
     served = f"{sock.state.value}, {served}"
     if other is not None and other.owners:
         client = "; the client is " + ", ".join(holder_text(o, other.inode) for o in other.owners)
     elif other is not None:
-        client = f"; the client's socket (inode {other.inode}) is here, with no descriptor to it found under /proc/*/fd"
+        client = f"; the client's socket (inode {other.inode}) is here, {_unseen(other, denied, host.uid)}"
     elif isinstance(sock.peer, Endpoint):
         client = "; the client is on another host" if not _loopback(sock.peer.address) else ""
     else:
@@ -205,7 +235,7 @@ def _loopback(address: str) -> bool:
     return plain_address(address).startswith("127.") or address == "::1"
 
 
-def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
+def connections_sentences(facts: SocketFacts, host: Host, denied: int = 0) -> list[str]:
     """Give a listener's connections, one sentence each (at most MAX_CONNECTIONS, the rest counted)."""
     sock, links = facts.socket, facts.connections
     if sock.state is not State.LISTEN:
@@ -213,17 +243,33 @@ def connections_sentences(facts: SocketFacts, host: Host) -> list[str]:
     # a unix listener's queued connections are not sockets the kernel lists until they are accepted
     hidden = sock.recv_q if sock.netid is not NetId.TCP else 0
     unlisted = f"the {plural(hidden, 'connection')} in its queue show here only once accepted." if hidden else ""
+    shared = ""
+    if facts.shared and isinstance(sock.local, UnixEndpoint):
+        shared = (
+            f"{plural(facts.shared, 'connection')} to its name came in through it or through another socket bound to the same name; "
+            "the kernel does not say which."
+        )
+    elif facts.shared:
+        shared = (
+            f"{plural(facts.shared, 'connection')} on its port came in through it or through another listener on the same address "
+            "and port (SO_REUSEPORT); the kernel does not say which (`sockscope explain` of its port lists them)."
+        )
     if not links:
+        if shared:
+            return [shared]
         return [f"No connection of it is listed yet: {unlisted}" if hidden else "No client is connected to it right now."]
     out = [f"It has {plural(len(links), 'connection')}:"]
     # connections nobody holds are those still in the accept queue only when their count agrees with the queue's
     unheld = [link for link in links if not link.socket.owners and link.socket.state is State.ESTAB]
-    queued = 0 < len(unheld) <= sock.recv_q
-    out += [connection_sentence(link, host, queued and link in unheld) for link in links[:MAX_CONNECTIONS]]
+    # (a unix listener's queue is never listed: what is listed under it was accepted, seen or not)
+    queued = sock.netid is NetId.TCP and 0 < len(unheld) <= sock.recv_q
+    out += [connection_sentence(link, host, queued and link in unheld, denied) for link in links[:MAX_CONNECTIONS]]
     if len(links) > MAX_CONNECTIONS:
         out.append(f"... and {len(links) - MAX_CONNECTIONS} more (sockscope ls shows them all).")
     if hidden:
         out.append(f"Besides, {unlisted}")
+    if shared:
+        out.append(shared)
     return out
 
 
@@ -233,6 +279,23 @@ def timer_sentence(sock: Socket) -> str | None:
     if timer is None or sock.state is not State.TIME_WAIT:
         return None
     return f"The kernel frees it in {max(0, timer.expires_ms) / 1000:.1f} s (its {timer.name} timer)."
+
+
+def name_sentence(sock: Socket, check: NameCheck) -> str:
+    """Give what became of a unix socket's filesystem name when it no longer leads to the socket."""
+    path = end_text(sock.local)
+    seen = " as its holder sees the filesystem" if check.holder_view else ""
+    if check.leads == "nothing":
+        why = "it was removed or renamed after bind()" if check.holder_view else "it was removed or renamed after bind(), or lives in another mount namespace"
+        return (
+            f"Its name no longer leads to it: no file is at {path}{seen} ({why}), "
+            "so no client can connect() to it by that name; connections it already has go on."
+        )
+    now = f"another socket (inode {check.now})" if check.now else "another file"
+    return (
+        f"Its name no longer leads to it: {path}{seen} is now {now} (another file took the name after bind()), "
+        f"so clients that connect() to that name reach {'that socket' if check.now else 'that file'}, not this one."
+    )
 
 
 def shell_word(text: str) -> str:
@@ -245,11 +308,14 @@ def shell_word(text: str) -> str:
     return f"$'{inner}'"
 
 
-def next_steps(sock: Socket) -> str:
-    """Give the commands a person would run next about this socket."""
+def next_steps(sock: Socket, by_name: bool = True) -> str:
+    """Give the commands a person would run next about this socket (`by_name`: its unix name still reaches it)."""
     local = sock.local
     if isinstance(local, UnixEndpoint):
-        if local.path and sock.state in (State.LISTEN, State.UNCONN):
+        # a name holding a NUL byte cannot be given on a command line: the shell would cut it there;
+        # a relative name was relative to the binder's directory, not to the reader's
+        named = local.path is not None and local.path.startswith(("/", "@")) and "\0" not in local.path
+        if by_name and named and local.path is not None and sock.state in (State.LISTEN, State.UNCONN):
             kind = {NetId.UNIX_DGRAM: "unix-dgram", NetId.UNIX_SEQPACKET: "seqpacket"}.get(sock.netid, "unix")
             who, address = shell_word(local.path), shell_word(f"{kind}:{local.path}")
             return f"Next: `sockscope who {who}` shows who holds it; `sockscope connect {address}` connects to it."
@@ -261,8 +327,11 @@ def next_steps(sock: Socket) -> str:
     if sock.state in (State.LISTEN, State.UNCONN):
         host = "127.0.0.1" if local.address in ("0.0.0.0", "*") else "::1" if local.address == "::" else local.address
         where = f"[{host}]:{local.port}" if ":" in host else f"{host}:{local.port}"
+        connect = f"`sockscope connect {'-u ' if udp else ''}{where}` connects to it; "
+        if sock.device is not None and sock.device != "lo" and local.address in WILDCARDS:
+            connect = f"a client reaches it only through {sock.device}; "  # through loopback it is refused
         return (
-            f"Next: `sockscope who {port}` shows who holds it; `sockscope connect {'-u ' if udp else ''}{where}` connects to it; "
+            f"Next: `sockscope who {port}` shows who holds it; {connect}"
             f"`sockscope kill {port}` frees the port (stops its holders, then checks that it is free)."
         )
     match = f"'sport = :{local.port} and dport = :{sock.peer.port}'"
@@ -286,16 +355,38 @@ def socket_sentences(facts: SocketFacts, host: Host, denied: int) -> list[str]:
     if sock.v6only is not None and isinstance(sock.local, Endpoint) and sock.local.address == "::":
         takes = "IPv6 clients only (IPV6_V6ONLY is on)" if sock.v6only else "IPv4 clients too (IPV6_V6ONLY is off: they show as ::ffff:a.b.c.d)"
         out.append(f"Bound to every address, it takes {takes}.")
+    if sock.device is not None and isinstance(sock.local, Endpoint):
+        why = "the scope of its link-local address" if sock.local.address.lower().startswith("fe80:") else "SO_BINDTODEVICE"
+        out.append(f"It is bound to interface {sock.device} ({why}): it takes only what arrives through {sock.device}.")
     out.append(holders_sentence(sock, denied, host.uid))
+    if facts.name is not None and facts.name.leads != "it":
+        out.append(name_sentence(sock, facts.name))
     if facts.port is not None:
         out.append(port_sentence(facts.port, host))
-    for sentence in (queue_sentence(sock), timer_sentence(sock), other_sentence(sock, facts.other) if not facts.connections else None):
+    other = other_sentence(sock, facts.other, denied, host.uid) if not facts.connections else None
+    if facts.receivers and isinstance(sock.peer, Endpoint):
+        inodes = sorted(s.inode for s in facts.receivers)
+        named = ", ".join(str(i) for i in inodes[:-1]) + f" and {inodes[-1]}"
+        other = (
+            f"Its other end is {end_text(sock.peer)}, on this host: one of {len(inodes)} sockets bound alike (inodes {named}; SO_REUSEPORT) "
+            "takes its datagrams, by a hash the kernel does not tell."
+        )
+    for sentence in (queue_sentence(sock, host.somaxconn), timer_sentence(sock), other):
         if sentence:
             out.append(sentence)
     if facts.listener is not None:
         out.append(f"It came in through the listener on {end_text(facts.listener.local)} (inode {facts.listener.inode}): this is the server's end.")
-    out += connections_sentences(facts, host)
-    out.append(next_steps(sock))
+    elif len(facts.listeners) > 1:
+        inodes = sorted(s.inode for s in facts.listeners)
+        named = ", ".join(str(i) for i in inodes[:-1]) + f" and {inodes[-1]}"
+        alike = "" if isinstance(sock.local, UnixEndpoint) else "; SO_REUSEPORT"
+        out.append(
+            f"It came in through one of {len(inodes)} listeners alike on {end_text(facts.listeners[0].local)} (inodes {named}{alike}): "
+            "this is the server's end, and the kernel does not say which of them took it."
+        )
+    out += connections_sentences(facts, host, denied)
+    reachable = facts.name is None or facts.name.leads == "it"
+    out.append(next_steps(sock) if reachable else next_steps(sock, by_name=False))
     return out
 
 
@@ -312,6 +403,11 @@ def brief(sock: Socket, port: PortFacts | None, host: Host) -> str:
         return what
     if not owners:
         who = "no process holds it" if sock.state is State.TIME_WAIT else "no holder found in /proc"
+        if sock.state is not State.TIME_WAIT and host.uid != 0 and sock.uid is not None and sock.uid != host.uid:
+            # another user's descriptors cannot be read without root: not seeing a holder proves nothing
+            from ..inventory.owners import user_name
+
+            who = f"holder not visible to this user (uid {sock.uid} ({user_name(sock.uid)}); run with sudo)"
     elif len({o.pid for o in owners}) == 1:
         who = f"held by {owners[0].name} (pid {owners[0].pid}, fd {', '.join(str(o.fd) for o in owners)})"
     else:
@@ -323,7 +419,8 @@ def _brief_what(sock: Socket, port: PortFacts | None, host: Host) -> str:
     named = f" ({port.name})" if port is not None and port.name else ""
     if sock.state is State.LISTEN:
         where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
-        full = ": FULL, new clients are dropped" if sock.recv_q > sock.send_q else ""
+        dropped = "new clients wait or get EAGAIN" if isinstance(sock.local, UnixEndpoint) else "new clients are dropped"
+        full = f": FULL, {dropped}" if sock.recv_q > sock.send_q else ""
         return f"listening on {where}; {sock.recv_q} waiting to be accepted of {sock.send_q}{full}"
     if sock.state is State.UNCONN:
         where = f"port {port.port}{named}" if port is not None else end_text(sock.local)
@@ -334,9 +431,13 @@ def _brief_what(sock: Socket, port: PortFacts | None, host: Host) -> str:
         return "the peer closed; the holder has not closed its end yet"
     if isinstance(sock.local, Endpoint) and isinstance(sock.peer, Endpoint) and port is not None:
         low, high = host.ephemeral
-        if port.ephemeral and not low <= sock.peer.port <= high:
+        peer_ephemeral = low <= sock.peer.port <= high
+        if port.ephemeral and not peer_ephemeral:
             return f"{sock.state.value}: from this host's ephemeral port {sock.local.port} to {end_text(sock.peer)}"
-        return f"{sock.state.value}: {end_text(sock.peer)} connected to port {sock.local.port}{named}"
+        if peer_ephemeral and not port.ephemeral:
+            return f"{sock.state.value}: {end_text(sock.peer)} connected to port {sock.local.port}{named}"
+        # both ports (or neither) in the ephemeral range: which end connected is not told by the ports
+        return f"{sock.state.value}: connected with {end_text(sock.peer)} (this end on port {sock.local.port}{named})"
     if isinstance(sock.peer, UnixEndpoint) and sock.peer.inode:
         return f"{sock.state.value}: connected to socket inode {sock.peer.inode}"
     return meaning(sock)

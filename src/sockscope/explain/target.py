@@ -34,7 +34,7 @@ def _number(text: str, spec: str, what: str) -> int:
         raise UsageError(f"{text!r}: {what} is not a number")
     value = int(digits)
     if value == 0 or value > 1 << 63:
-        raise UsageError(f"{text!r}: {value} is not a {what} number (give a positive number)")
+        raise UsageError(f"{text!r}: {value} is not {'an' if what[0] in 'aeiou' else 'a'} {what} number (give a positive number)")
     return value
 
 
@@ -75,8 +75,8 @@ def _port_target(text: str) -> Target:
     spec = text.partition("/")[0].removeprefix(":")
     if spec.isdigit() and spec.isascii() and not 1 <= int(spec) <= 65535:
         raise UsageError(f"{text!r}: port {int(spec)} is out of range (ports are 1-65535); for a process write pid:{spec}, for a socket inode:{spec}")
-    if not spec.isdigit():
-        raise UsageError(f"{text!r} is not something to explain: give {FORMS}")
+    if not (spec.isdigit() and spec.isascii()):  # int() would read "٣" as 3: only ASCII digits are a port
+        raise UsageError(_service_hint(text, spec) or f"{text!r} is not something to explain: give {FORMS}")
     found = parse_port_target(text)
     return Target(text, "port", port=found.port, proto=found.proto)
 
@@ -87,8 +87,28 @@ def _address_target(text: str) -> Target:
     address = parse_address(text)
     assert address.host is not None and address.port is not None
     try:
-        addresses = {str(ipaddress.ip_address(address.host.split("%", 1)[0]))}
+        addresses = {_canonical(address.host)}
     except ValueError:  # a host name: every address it has here
-        addresses = {str(ipaddress.ip_address(sockaddr[0].split("%", 1)[0])) for _family, sockaddr in resolve(address)}
+        addresses = {_canonical(sockaddr[0]) for _family, sockaddr in resolve(address)}
     proto = address.kind if text.lower().startswith(("tcp://", "udp://")) else None
     return Target(text, "address", port=address.port, proto=proto, addresses=tuple(sorted(addresses)))
+
+
+def _service_hint(text: str, name: str) -> str | None:
+    """Give the line for a service name (`http`): its ports in the services file; None for any other word."""
+    from .. import services
+
+    found = sorted({(e.port, e.proto) for e in services.entries() if name in (e.name, *e.aliases)})
+    if not found:
+        return None
+    ports = ", ".join(f"{port}/{proto}" for port, proto in found)
+    from .sentences import services_source
+
+    return f"{text!r} is a service name in {services_source()} ({ports}): write the port, e.g. `sockscope explain {found[0][0]}`"
+
+
+def _canonical(host: str) -> str:
+    """Give an address as sockets show it; ::ffff:a.b.c.d is a.b.c.d, reaching IPv4 sockets too."""
+    found = ipaddress.ip_address(host.split("%", 1)[0])
+    mapped = found.ipv4_mapped if isinstance(found, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else str(found)

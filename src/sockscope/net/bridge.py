@@ -189,7 +189,7 @@ class _Bridge:
             self.want_shutdown = False
             try:
                 self.sock.shutdown(socket.SHUT_WR)
-                self._tell("shutdown", "SHUT_WR", "0: our end sends no more; the peer reads EOF")
+                self._tell("shutdown", "SHUT_WR", "0: our end sends no more (a read by the peer now gets end of data)")
             except OSError as exc:
                 self._tell("shutdown", "SHUT_WR", _answer(exc))
 
