@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import ExitCode, UsageError
 from ..model import ALL_STATES_MASK, Family, NetId, State
+from . import leave_behind
 from .environment import Environment
 
 TYPE_CHECKING = False  # importing `typing` costs a tenth of `sockscope -tlnp` on a small host
@@ -350,6 +351,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         internals=internals,
     )
     inventory = take(query)
+    leave_behind(inventory)
     for note in inventory.notes:
         env.note(note)
     write(args, env, inventory.sockets, kinds, tcp_names, udp_names)
