@@ -348,14 +348,12 @@ def key_of(sock: Socket) -> bytes | None:
     return _KEY.pack(local.port, peer.port, number, socket.IPPROTO_TCP, source, destination)
 
 
-def started_ns(pid: int, proc_root: str = "/proc") -> int | None:
-    """Give when a process started (CLOCK_BOOTTIME ns, from /proc/PID/stat), None when it does not run."""
+def process_start(pid: int, proc_root: str = "/proc") -> tuple[int | None, str]:
+    """Give when a process started (CLOCK_BOOTTIME ns) and its name, from /proc/PID/stat; (None, "") when it does not run."""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    try:
-        return int(fields[19]) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    except (ValueError, IndexError):
-        return None
+            text = handle.read()
+        head, tail = text.rsplit(b")", 1)
+        return int(tail.split()[19]) * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), head.split(b"(", 1)[1].decode(errors="surrogateescape")
+    except (OSError, ValueError, IndexError):
+        return None, ""
