@@ -39,7 +39,7 @@ CLOSED_ENTRIES = 262144  # closes waiting to be asked for (a few seconds of a ve
 
 # syscall numbers: bpf, perf_event_open
 _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241), "riscv64": (280, 241), "ppc64le": (361, 319), "s390x": (351, 331)}
-_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_DELETE_ELEM, _BPF_PROG_LOAD = 0, 1, 3, 5
+_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_DELETE_ELEM, _BPF_MAP_GET_NEXT_KEY, _BPF_PROG_LOAD = 0, 1, 3, 4, 5
 _BPF_MAP_TYPE_LRU_HASH = 9
 _BPF_PROG_TYPE_TRACEPOINT = 5
 _PERF_TYPE_TRACEPOINT = 2
@@ -82,7 +82,10 @@ def _tracefs() -> str:
     libc_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
     if libc_mount(b"nodev", TRACEFS[0].encode(), b"tracefs", 0, None) == 0:
         return TRACEFS[0]
-    raise SourceUnavailable(f"tracefs is not mounted and cannot be ({os.strerror(ctypes.get_errno())})")
+    code = ctypes.get_errno()
+    if code in (errno.EPERM, errno.EACCES):  # mounted but closed to us, or not mounted: either way root's
+        raise PermissionDenied(f"eBPF needs root, or CAP_BPF and CAP_PERFMON ({TRACEFS[0]} is not readable here)")
+    raise SourceUnavailable(f"tracefs is not mounted and cannot be ({os.strerror(code)})")
 
 
 def read_format(text: str, event_id: str) -> _Fields:
@@ -230,7 +233,7 @@ class Connectors:
     kernel without the tracepoint or eBPF. `close()` frees every descriptor.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closed_entries: int = CLOSED_ENTRIES) -> None:
         root = _tracefs()
         try:
             with open(os.path.join(root, EVENT, "format")) as handle:
@@ -243,7 +246,7 @@ class Connectors:
         self.fds: list[int] = []
         try:
             self.connecting = self._keep(_create_map(b"ss_connecting", 8, _VALUE.size, CONNECTING_ENTRIES))
-            self.closed = self._keep(_create_map(b"ss_closed", _KEY.size, _VALUE.size, CLOSED_ENTRIES))
+            self.closed = self._keep(_create_map(b"ss_closed", _KEY.size, _VALUE.size, closed_entries))
             code = program(fields, self.connecting, self.closed)
             insns = ctypes.create_string_buffer(code, len(code))
             license_text = ctypes.create_string_buffer(b"GPL")
@@ -306,6 +309,22 @@ class Connectors:
             _bpf(_BPF_MAP_DELETE_ELEM, self._delete)
         pid, uid, when, comm = _VALUE.unpack(self._value.raw)
         return Connector(pid, uid, comm.split(b"\0", 1)[0].decode(errors="replace"), when)
+
+    def waiting(self, at_most: int = CLOSED_ENTRIES) -> int:
+        """Give how many closed connections wait in the map to be asked for (counted up to `at_most`)."""
+        key = ctypes.create_string_buffer(_KEY.size)
+        following = ctypes.create_string_buffer(_KEY.size)
+        attr = struct.pack("=I4xQQQ", self.closed, 0, ctypes.addressof(following), 0)
+        count = 0
+        while count < at_most:
+            try:
+                _bpf(_BPF_MAP_GET_NEXT_KEY, attr)
+            except OSError:
+                break  # ENOENT: no more
+            count += 1
+            key.raw = following.raw
+            attr = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(key), ctypes.addressof(following), 0)
+        return count
 
     def close(self) -> None:
         """Detach the program and free the maps."""
