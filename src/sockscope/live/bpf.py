@@ -39,7 +39,8 @@ CLOSED_ENTRIES = 262144  # closes waiting to be asked for (a few seconds of a ve
 
 # syscall numbers: bpf, perf_event_open
 _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241), "riscv64": (280, 241), "ppc64le": (361, 319), "s390x": (351, 331)}
-_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_DELETE_ELEM, _BPF_MAP_GET_NEXT_KEY, _BPF_PROG_LOAD = 0, 1, 3, 4, 5
+_BPF_MAP_CREATE, _BPF_MAP_LOOKUP_ELEM, _BPF_MAP_UPDATE_ELEM, _BPF_MAP_DELETE_ELEM, _BPF_MAP_GET_NEXT_KEY, _BPF_PROG_LOAD = 0, 1, 2, 3, 4, 5
+_BPF_EXIST = 2
 _BPF_MAP_TYPE_LRU_HASH = 9
 _BPF_PROG_TYPE_TRACEPOINT = 5
 _PERF_TYPE_TRACEPOINT = 2
@@ -50,8 +51,9 @@ _TCP_SYN_SENT, _TCP_CLOSE = 2, 7
 # helpers
 _MAP_LOOKUP, _MAP_UPDATE, _MAP_DELETE, _PID_TGID, _UID_GID, _COMM, _BOOT_NS = 1, 2, 3, 14, 15, 16, 125
 
-# the value both maps hold: pid, uid, boot-time ns of the connect, command name
-_VALUE = struct.Struct("=IIQ16s")
+# the value both maps hold: pid, uid, boot-time ns of the connect, command name, closes under the key
+_VALUE = struct.Struct("=IIQ16sI4x")
+_COUNT = 32
 # the key of a closed connection: sport, dport (host order), family, protocol, saddr_v6, daddr_v6
 _KEY = struct.Struct("=HHHH16s16s")
 
@@ -175,24 +177,30 @@ _EXIT = _mov_imm(0, 0) + _insn(0x95)
 def program(fields: _Fields, connecting: int, closed: int) -> bytes:
     """Give the program's instructions, reading the record at the given offsets into the given maps."""
     o = fields.offsets
-    # r6 = the record; stack: -8 skaddr, -48..-8 the closed key, -80..-48 a value being built
+    # r6 = the record; stack: -8 skaddr, -48..-8 the closed key, -80..-40 a value being built
     head = _mov(6, 1) + _load(4, 7, 6, o["newstate"]) + _load(2, 8, 6, o["protocol"])
     head += _insn(0x15, 8, off=1, imm=socket.IPPROTO_TCP) + _mov_imm(7, 0)  # not TCP (SCTP, MPTCP): neither state below
     head += _load(8, 8, 6, o["skaddr"]) + _store(8, 10, 8, -8)
-    # SYN_SENT: pidmap[skaddr] = (pid, uid, now, comm), in the connecting process
+    # SYN_SENT: pidmap[skaddr] = (pid, uid, now, comm, 1 close), in the connecting process
     connect_body = _call(_PID_TGID) + _insn(0x77, 0, imm=32) + _store(4, 10, 0, -80)
     connect_body += _call(_UID_GID) + _store(4, 10, 0, -76)
     connect_body += _call(_BOOT_NS) + _store(8, 10, 0, -72)
     connect_body += _mov(1, 10) + _add_imm(1, -64) + _mov_imm(2, 16) + _call(_COMM)
+    connect_body += _insn(0x62, 10, off=-48, imm=1) + _insn(0x62, 10, off=-44, imm=0)
     connect_body += _map(1, connecting) + _mov(2, 10) + _add_imm(2, -8) + _mov(3, 10) + _add_imm(3, -80) + _mov_imm(4, 0) + _call(_MAP_UPDATE)
     connect_body += _EXIT
     connect = _jump_unless(7, _TCP_SYN_SENT, len(connect_body) // 8)
-    # CLOSE: closed[key] = pidmap[skaddr]; delete pidmap[skaddr]
+    # CLOSE: closed[key] = pidmap[skaddr], or one more close of the same process under that key
+    # (a client port used again before the first close was asked for); delete pidmap[skaddr]
     close_body = _map(1, connecting) + _mov(2, 10) + _add_imm(2, -8) + _call(_MAP_LOOKUP)
-    found = _load(8, 1, 6, o["sport"]) + _store(8, 10, 1, -48)
+    found = _mov(9, 0) + _load(8, 1, 6, o["sport"]) + _store(8, 10, 1, -48)
     for i in range(4):
         found += _load(8, 1, 6, o["saddr_v6"] + 8 * i) + _store(8, 10, 1, -40 + 8 * i)
-    found += _map(1, closed) + _mov(2, 10) + _add_imm(2, -48) + _mov(3, 0) + _mov_imm(4, 0) + _call(_MAP_UPDATE)
+    found += _map(1, closed) + _mov(2, 10) + _add_imm(2, -48) + _call(_MAP_LOOKUP)
+    insert = _map(1, closed) + _mov(2, 10) + _add_imm(2, -48) + _mov(3, 9) + _mov_imm(4, 0) + _call(_MAP_UPDATE)
+    again = _mov_imm(1, 1) + _insn(0xC3, 0, 1, off=_COUNT) + _insn(0x05, off=len(insert) // 8)  # atomic add; skip the insert
+    same = _load(4, 1, 0, 0) + _load(4, 2, 9, 0) + _insn(0x5D, 1, 2, off=len(again) // 8)  # JNE r1, r2: another process
+    found += _jump_if_zero(0, (len(same) + len(again)) // 8) + same + again + insert
     found += _map(1, connecting) + _mov(2, 10) + _add_imm(2, -8) + _call(_MAP_DELETE)
     close_body += _jump_if_zero(0, len(found) // 8) + found
     close = _jump_unless(7, _TCP_CLOSE, len(close_body) // 8)
@@ -290,6 +298,7 @@ class Connectors:
         self._value = ctypes.create_string_buffer(_VALUE.size)
         self._lookup = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), ctypes.addressof(self._value), 0)
         self._delete = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), 0, 0)
+        self._update = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), ctypes.addressof(self._value), _BPF_EXIST)
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)
@@ -305,9 +314,13 @@ class Connectors:
             _bpf(_BPF_MAP_LOOKUP_ELEM, self._lookup)
         except OSError:
             return None  # ENOENT: not connected from here while we watched (or pushed out of the map)
+        pid, uid, when, comm, count = _VALUE.unpack(self._value.raw)
         with contextlib.suppress(OSError):
-            _bpf(_BPF_MAP_DELETE_ELEM, self._delete)
-        pid, uid, when, comm = _VALUE.unpack(self._value.raw)
+            if count > 1:  # the same ends closed again since: leave one fewer for the next close
+                self._value.raw = _VALUE.pack(pid, uid, when, comm, count - 1)
+                _bpf(_BPF_MAP_UPDATE_ELEM, self._update)
+            else:
+                _bpf(_BPF_MAP_DELETE_ELEM, self._delete)
         return Connector(pid, uid, comm.split(b"\0", 1)[0].decode(errors="replace"), when)
 
     def waiting(self, at_most: int = CLOSED_ENTRIES) -> int:
