@@ -30,7 +30,7 @@ import struct
 from typing import NamedTuple
 
 from ..errors import PermissionDenied, SourceUnavailable
-from ..model import Endpoint, Family, Socket
+from ..model import Endpoint, Family, NetId, Socket, State
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 EVENT = "events/sock/inet_sock_set_state"
@@ -86,7 +86,7 @@ def _tracefs() -> str:
         return TRACEFS[0]
     code = ctypes.get_errno()
     if code in (errno.EPERM, errno.EACCES):  # mounted but closed to us, or not mounted: either way root's
-        raise PermissionDenied(f"eBPF needs root, or CAP_BPF and CAP_PERFMON ({TRACEFS[0]} is not readable here)")
+        raise PermissionDenied(f"eBPF needs root, or CAP_BPF and CAP_PERFMON: {TRACEFS[0]} is not readable here")
     raise SourceUnavailable(f"tracefs is not mounted and cannot be ({os.strerror(code)})")
 
 
@@ -299,6 +299,29 @@ class Connectors:
         self._lookup = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), ctypes.addressof(self._value), 0)
         self._delete = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), 0, 0)
         self._update = struct.pack("=I4xQQQ", self.closed, ctypes.addressof(self._key), ctypes.addressof(self._value), _BPF_EXIST)
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self) -> None:
+        """Make one loopback connection and see that the program names this process (raise SourceUnavailable if not).
+
+        The kernel gives pids as the first PID namespace numbers them: in a container with a PID
+        namespace of its own they would name the wrong processes, so they are not used at all.
+        """
+        with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname(), timeout=2) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset: CLOSE at once, no TIME_WAIT
+            accepted, _peer = listener.accept()
+            accepted.close()
+            local, peer = client.getsockname(), client.getpeername()
+        probe = Socket(NetId.TCP, Family.INET, State.UNCONN, 0, 0, Endpoint(*local), Endpoint(*peer), 0, None)
+        told = self.take(probe)
+        if told is None:
+            raise SourceUnavailable("eBPF: the program loaded but did not see a test connection")
+        if told.pid != os.getpid():
+            raise SourceUnavailable(f"eBPF: the kernel's pids are not this PID namespace's (it said {told.pid} for {os.getpid()})")
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)

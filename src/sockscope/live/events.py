@@ -86,8 +86,6 @@ class Watcher:
         self.proc_root = proc_root or default_proc_root()
         self.root = os.geteuid() == 0
         self.my_uid = os.geteuid()
-        self.subscription = closing.Subscription([(fam, netid) for fam in self.families for netid in self.netids])
-        self.holders = HolderMap(self.proc_root)
         self.connectors: bpf.Connectors | None = None
         self.bpf_unavailable = "" if use_bpf else "turned off (--no-bpf)"  # why the kernel does not name connectors
         if use_bpf and NetId.TCP in self.netids:
@@ -97,6 +95,13 @@ class Watcher:
                 self.bpf_unavailable = exc.message
             except OSError as exc:
                 self.bpf_unavailable = f"eBPF: {exc.strerror or exc}"
+        try:
+            self.subscription = closing.Subscription([(fam, netid) for fam in self.families for netid in self.netids])
+        except BaseException:
+            if self.connectors is not None:
+                self.connectors.close()
+            raise
+        self.holders = HolderMap(self.proc_root)
         self.started: dict[int, tuple[float, int | None, str]] = {}  # pid -> (when read, start time, name)
         self.users: dict[int, str] = {}
         self.tracked: dict[int, _Tracked] = {}
