@@ -27,7 +27,8 @@ def add_parser(commands: Any) -> None:
         description="Log connections as they open (seen in dumps every --interval) and close (told by the kernel, with "
         "the bytes each way), with the process behind each. Runs until Ctrl-C (exit 130), --count or --duration.",
         epilog="Filters as for 'ls': ':8080', 'dport = :443', 'src 127.0.0.1', 'proc=curl', 'user=www-data'. "
-        "PID ending in '?' is a guess (the socket was never seen open); NOTE says why a process is unknown.",
+        "PID ending in '?' is a guess (the socket was never seen open); NOTE says why a process is unknown. As root, a TCP "
+        "connection too short for any dump is named after the process that connect()ed it, as the kernel saw it (eBPF).",
     )
     p.add_argument("-t", "--tcp", action="store_true", help="TCP only")
     p.add_argument("-u", "--udp", action="store_true", help="UDP only")
