@@ -5,8 +5,9 @@ closes, and a client that opens RATE connections a second (connect, send, receiv
 server closes, close). `sockscope events --jsonl -t` runs beside them; afterwards every close
 event of the client's connections is checked: one per connection, bytes equal to what the
 client sent and received, pid the client's (a guess where the socket was never seen open, as
-the event says). Close messages lost must be 0. Then the CPU `events` uses at idle with a few
-hundred sockets open. Run by hand, as root (the receive buffer is forced past rmem_max):
+the event says). Close messages lost must be 0. The load runs twice, as `events` names clients
+by default (eBPF, as root) and with --no-bpf, side by side. Then the CPU `events` uses at idle
+with a few hundred sockets open. Run by hand, as root (the receive buffer is forced past rmem_max):
 
     sudo python bench/events.py [--rate 5000] [--seconds 10] [--out 1000] [--in 3000] [--idle-sockets 300]
     sudo python bench/events.py --own-netns      # idle only, in a namespace of its own (a shared host's sockets left out)
@@ -46,9 +47,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_events(out_path: str) -> subprocess.Popen[bytes]:
+def start_events(out_path: str, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     out = open(out_path, "wb")  # noqa: SIM115 (the child writes it until it ends)
-    events = subprocess.Popen([PY, "-m", "sockscope", "events", "--jsonl", "-t"], stdout=out, stderr=subprocess.PIPE)
+    events = subprocess.Popen([PY, "-m", "sockscope", "events", "--jsonl", "-t", *extra], stdout=out, stderr=subprocess.PIPE)
     time.sleep(1.5)  # started, subscribed, first dump and owner scan done
     if events.poll() is not None:
         _out, err = events.communicate()
@@ -63,14 +64,26 @@ def stop(events: subprocess.Popen[bytes]) -> tuple[float, str]:
     return cpu, err.decode(errors="replace")
 
 
-def load(binary: str, args: argparse.Namespace) -> None:
+def drain(log: str, quiet: float = 2.0, at_most: float = 30.0) -> float:
+    """Wait until the log has not grown for `quiet` seconds (at most `at_most`); give how long it took."""
+    start = last_change = time.monotonic()
+    size = -1
+    while time.monotonic() - start < at_most and time.monotonic() - last_change < quiet:
+        now = os.path.getsize(log)
+        if now != size:
+            size, last_change = now, time.monotonic()
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def load(binary: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         log = os.path.join(directory, "events.jsonl")
         server = subprocess.Popen([binary, "--serve", str(port), str(args.out), str(args.inn), str(args.seconds + 15)], stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None
         server_pid = int(server.stdout.readline().split()[1])
-        events = start_events(log)
+        events = start_events(log, extra)
         before = time.monotonic()
         client = subprocess.run(
             [binary, "127.0.0.1", str(port), str(args.rate), str(args.seconds), str(args.out), str(args.inn), "32"], capture_output=True, text=True, check=True
@@ -78,7 +91,7 @@ def load(binary: str, args: argparse.Namespace) -> None:
         took = time.monotonic() - before
         client_pid = int(client.stdout.split()[1])
         done = int(client.stdout.split()[3])
-        time.sleep(2)  # the last closes reach the log
+        settled = drain(log)  # the last closes reach the log (a watcher behind the load catches up)
         cpu, err = stop(events)
         server.send_signal(signal.SIGTERM)
         server.wait()
@@ -90,12 +103,16 @@ def load(binary: str, args: argparse.Namespace) -> None:
     right_bytes = sum(1 for e in closes if e["tx_bytes"] == args.out and e["rx_bytes"] == args.inn)
     right_pid = sum(1 for e in closes if e["process"] and e["process"]["pid"] == client_pid)
     guessed = sum(1 for e in closes if e["process"] and e["process"]["how"] == "guessed")
+    by_kernel = sum(1 for e in closes if e["process"] and e["process"]["how"] == "ebpf")
     server_bytes = sum(1 for e in served if e["tx_bytes"] == args.inn and e["rx_bytes"] == args.out)
     server_pid_ok = sum(1 for e in served if e["process"] and e["process"]["pid"] == server_pid)
-    print(f"load: {done} connections in {took:.1f} s ({done / took:.0f}/s), client pid {client_pid}, server pid {server_pid}")
-    print(f"  client close events: {len(closes)} of {done}; bytes exact {right_bytes}; pid right {right_pid} (of which guessed {guessed})")
+    name = " ".join(("load", *extra))
+    print(f"{name}: {done} connections in {took:.1f} s ({done / took:.0f}/s), client pid {client_pid}, server pid {server_pid}")
+    print(f"  client close events: {len(closes)} of {done}; bytes exact {right_bytes}; pid right {right_pid}", end="")
+    print(f" (of which guessed {guessed}, from eBPF {by_kernel})")
     print(f"  server close events: {len(served)}; bytes exact {server_bytes}; pid right {server_pid_ok}")
-    print(f"  close messages lost: {lost}; events CPU {cpu:.2f} s over the run ({100 * cpu / (took + 3.5):.0f}% of a core)")
+    share = 100 * cpu / (took + settled + 1.5)
+    print(f"  close messages lost: {lost}; events CPU {cpu:.2f} s over the run ({share:.0f}% of a core); the log settled {settled:.1f} s after the load")
     print(f"  events said: {err.strip().splitlines()[-1] if err.strip() else '(nothing)'}")
 
 
@@ -144,6 +161,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         binary = build(directory)
         load(binary, args)
+        load(binary, args, ("--no-bpf",))
     idle(args)
 
 

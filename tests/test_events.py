@@ -110,7 +110,7 @@ def test_a_client_that_exits_before_any_dump_still_closes_with_a_reason(tmp_path
     serving = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:sh {answer}"])
     time.sleep(0.3)
     try:
-        with watching("--jsonl", "--interval", "30", "-d", "2.5", *port_filter(port)) as events:
+        with watching("--jsonl", "--no-bpf", "--interval", "30", "-d", "2.5", *port_filter(port)) as events:
             curl = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True, timeout=10, check=False)
             nc = subprocess.run(["nc", "-N", "127.0.0.1", str(port)], input=b"hello", capture_output=True, timeout=10, check=False)
             out, _err = events.communicate(timeout=20)

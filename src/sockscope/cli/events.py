@@ -27,7 +27,8 @@ def add_parser(commands: Any) -> None:
         description="Log connections as they open (seen in dumps every --interval) and close (told by the kernel, with "
         "the bytes each way), with the process behind each. Runs until Ctrl-C (exit 130), --count or --duration.",
         epilog="Filters as for 'ls': ':8080', 'dport = :443', 'src 127.0.0.1', 'proc=curl', 'user=www-data'. "
-        "PID ending in '?' is a guess (the socket was never seen open); NOTE says why a process is unknown.",
+        "PID ending in '?' is a guess (the socket was never seen open); NOTE says why a process is unknown. As root, a TCP "
+        "connection too short for any dump is named after the process that connect()ed it, as the kernel saw it (eBPF).",
     )
     p.add_argument("-t", "--tcp", action="store_true", help="TCP only")
     p.add_argument("-u", "--udp", action="store_true", help="UDP only")
@@ -39,6 +40,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("-i", "--interval", type=seconds, default=1.0, metavar="S", help="seconds between dumps that find new connections (default 1)")
     p.add_argument("-c", "--count", type=_count, metavar="N", help="stop after N events")
     p.add_argument("-d", "--duration", type=seconds, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--no-bpf",
+        action="store_true",
+        help="do not ask the kernel (eBPF, root) which process connected each TCP socket: connections closed between dumps may go unnamed",
+    )
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss-style filter words, as for 'ls'")
 
 
@@ -65,13 +71,20 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         where = compile_filter(args.filter, by_name.get).predicate
     from ..live.events import Watcher
 
-    watcher = Watcher(netids or frozenset({NetId.TCP, NetId.UDP}), families or frozenset({Family.INET, Family.INET6}), args.interval, where)
+    watcher = Watcher(
+        netids or frozenset({NetId.TCP, NetId.UDP}), families or frozenset({Family.INET, Family.INET6}), args.interval, where, use_bpf=not args.no_bpf
+    )
     until = None if args.duration is None else time.monotonic() + args.duration
     as_json = args.json or args.jsonl
     out = env.stdout
     shown = 0
     kinds = " and ".join(sorted(n.value.upper() for n in watcher.netids))
     env.note(f"watching {kinds} sockets: opens every {args.interval:g}s, closes as they happen ({watcher.subscription.buffer_bytes} bytes of buffer)")
+    if NetId.TCP in watcher.netids and watcher.connectors is None and not args.no_bpf:
+        env.note(
+            f"TCP connections that close before a dump sees them may go unnamed: the kernel cannot be asked who made them "
+            f"({watcher.bpf_unavailable}); their process is guessed from earlier connections, or not given"
+        )
     env.stderr.flush()
     try:
         if not as_json:

@@ -4,20 +4,23 @@ Closes come from the kernel's destroy groups (`closing`), with the final byte co
 from dumps every `interval` seconds, diffed by cookie (`snapshot`). A connection that opened
 and closed between two dumps is known only by its close. The process comes from the owner
 scan (`holders`) when the socket was seen open, else from the listener it was accepted on,
-else it is a guess (the process that made the last connection to the same peer) and says so.
+else, as root, from the kernel itself (`bpf`: the process that connect()ed it), else it is a
+guess (the process that made the last connection to the same peer) and says so.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import NamedTuple
 
+from ..errors import SockscopeError
 from ..inventory import proc_root as default_proc_root
 from ..model import Endpoint, Family, NetId, Owner, Socket, State
-from . import closing
+from . import bpf, closing
 from .event import (
     FIN_RECEIVED,
     GUESSED,
@@ -45,6 +48,8 @@ LISTEN_MEMORY = 300.0  # seconds a port still counts as listening after its list
 FINISHED_MEMORY = 10.0  # seconds a closed socket's cookie is remembered, so a late dump does not open it again
 QUICK_SHARE = 0.05  # an early extra dump only when a dump costs less than this share of the interval
 GUESS_AFTER = 2  # connections a process was seen making to a peer before it is named as the maker of unseen ones
+EBPF = "ebpf"  # how a process was told: the kernel noted who connect()ed the socket
+STARTED_MEMORY = 1.0  # seconds a process's start time is trusted without reading /proc again (thousands of closes a second)
 
 
 class _Tracked(NamedTuple):
@@ -72,6 +77,7 @@ class Watcher:
         interval: float = 1.0,
         where: Callable[[Socket], bool] | None = None,
         proc_root: str | None = None,
+        use_bpf: bool = True,
     ) -> None:
         self.netids = netids & {NetId.TCP, NetId.UDP}
         self.families = families & {Family.INET, Family.INET6}
@@ -80,12 +86,28 @@ class Watcher:
         self.proc_root = proc_root or default_proc_root()
         self.root = os.geteuid() == 0
         self.my_uid = os.geteuid()
-        self.subscription = closing.Subscription([(fam, netid) for fam in self.families for netid in self.netids])
+        self.connectors: bpf.Connectors | None = None
+        self.bpf_unavailable = "" if use_bpf else "turned off (--no-bpf)"  # why the kernel does not name connectors
+        if use_bpf and NetId.TCP in self.netids:
+            try:
+                self.connectors = bpf.Connectors()
+            except SockscopeError as exc:
+                self.bpf_unavailable = exc.message
+            except OSError as exc:
+                self.bpf_unavailable = f"eBPF: {exc.strerror or exc}"
+        try:
+            self.subscription = closing.Subscription([(fam, netid) for fam in self.families for netid in self.netids])
+        except BaseException:
+            if self.connectors is not None:
+                self.connectors.close()
+            raise
         self.holders = HolderMap(self.proc_root)
+        self.started: dict[int, tuple[float, int | None, str]] = {}  # pid -> (when read, start time, name)
+        self.users: dict[int, str] = {}
         self.tracked: dict[int, _Tracked] = {}
         self.missing: dict[int, int] = {}  # cookie -> dumps in a row without it
         # (netid, peer) -> the process that made the last connections there, with how many it made
-        self.connectors: dict[tuple[NetId, Endpoint], tuple[Process, set[int]]] = {}
+        self.makers: dict[tuple[NetId, Endpoint], tuple[Process, set[int]]] = {}
         self.pairs = LocalPairs()
         self.lost = 0
         self.finished: dict[int, float] = {}  # cookie -> when its close message came
@@ -109,6 +131,8 @@ class Watcher:
     def close(self) -> None:
         """Stop watching."""
         self.subscription.close()
+        if self.connectors is not None:
+            self.connectors.close()
 
     def _snapshot(self) -> Snapshot:
         started = time.monotonic()
@@ -175,6 +199,8 @@ class Watcher:
             duration, bound = now - tracked.first_seen, "at least"
             reason = f"closed from {sock.state.value}"
             fin: bool | None = True if sock.state in FIN_RECEIVED else None
+            if process is None and final.netid is NetId.TCP and direction == "out":
+                process, how, reason = self._connector(final, how, reason)
         else:
             sock = final
             peer, local = final.peer, final.local
@@ -186,6 +212,8 @@ class Watcher:
             direction = direction_of(final, self.listening)
             duration, bound = now - self.previous_dump, "at most"
             reason = UNSEEN
+            if (process is None or how == GUESSED) and final.netid is NetId.TCP:
+                process, how, reason = self._connector(final, how, reason, process)
             fin = None
         if sock.netid is not NetId.TCP:
             fin = False
@@ -213,12 +241,38 @@ class Watcher:
             process = self._listener_process(sock)
             if process is not None:
                 return process, LISTENER
-        known = self.connectors.get((sock.netid, sock.peer))  # type: ignore[arg-type]
+        known = self.makers.get((sock.netid, sock.peer))  # type: ignore[arg-type]
         # one connection seen says little (a curl still waiting); a process seen connecting there
         # again and again is the likely maker of one that came and went between dumps
         if known is not None and len(known[1]) >= GUESS_AFTER and self.holders.alive(known[0].pid):
             return known[0], GUESSED
         return None, UNSEEN
+
+    def _connector(self, sock: Socket, how: str, reason: str, process: Process | None = None) -> tuple[Process | None, str, str]:
+        """Give the process the kernel saw connect() a closed socket, how it was told and the reason, else those given."""
+        if self.connectors is None:
+            return process, how, reason
+        found = self.connectors.take(sock)
+        if found is None:
+            return process, how, reason
+        user = self.users.get(found.uid)
+        if user is None:
+            try:
+                user = pwd.getpwuid(found.uid).pw_name
+            except KeyError:
+                user = str(found.uid)
+            self.users[found.uid] = user
+        now = time.monotonic()
+        known = self.started.get(found.pid)
+        if known is None or now - known[0] > STARTED_MEMORY:
+            started, name = bpf.process_start(found.pid, self.proc_root)
+            known = self.started[found.pid] = (now, started, name)
+            if len(self.started) > 4096:
+                self.started = {pid: k for pid, k in self.started.items() if now - k[0] <= STARTED_MEMORY}
+        _when, started, name = known
+        if started is None or started > found.connected_ns:  # gone, or its pid now names a newer process
+            return Process(found.pid, found.name, user), EBPF, f"{reason}; its process has exited"
+        return Process(found.pid, name or found.name, user), EBPF, reason
 
     def _listener_process(self, sock: Socket) -> Process | None:
         local = sock.local
@@ -332,9 +386,9 @@ class Watcher:
                 self.listener_holders[(sock.netid, address, local.port)] = (owner,)
             elif t.direction == "out" and peer.port:
                 key = (sock.netid, peer)
-                known = self.connectors.get(key)
+                known = self.makers.get(key)
                 if known is None or known[0] != t.process:
-                    known = self.connectors[key] = (t.process, set())
+                    known = self.makers[key] = (t.process, set())
                 if len(known[1]) < GUESS_AFTER:
                     known[1].add(sock.cookie or 0)
         self.local_addresses -= {"0.0.0.0", "::"}
