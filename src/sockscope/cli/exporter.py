@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from ..live.census import Census, Figures
+    from ..live.closing import Reading, Watch
     from ..model import Socket
 
 #: Not in the Prometheus exporters' block: 9100-9999 is fully allocated (see the README).
@@ -71,14 +72,31 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     sockets = httpd.bind(serving)
     refresher = Refresher(args.netns, args.interval, args.top)
     refresher.refresh_once()  # the first scrape already has figures; a bad --netns fails here, before serving
+    watch = watch_closes(env) if args.netns is None else None  # the kernel sends only our namespace's closes
+    if watch is not None:
+        watch.subscribe(refresher.closes)
+        watch.start()
     refresher.start()
     app = build_app(refresher.body, serving.token)
     said = f"serving metrics at {httpd.urls(serving, sockets)}/metrics ({serving.guard()}; refreshed every {args.interval:g} s)"
     try:
         asyncio.run(httpd.serve(app, sockets, serving.tls, lambda: env.note(said)))
     finally:
+        if watch is not None:
+            watch.stop()
         refresher.stop()
     return ExitCode.OK
+
+
+def watch_closes(env: Environment) -> Watch | None:
+    """Give a started-later watch of the kernel's close events, or None (said once) when it cannot subscribe."""
+    from ..live.closing import Watch
+
+    try:
+        return Watch()
+    except SockscopeError as error:
+        env.note(f"close events unavailable ({error.message}): a connection counts as closed when a refresh misses it")
+        return None
 
 
 def _heavy_imports() -> tuple[Any, Any]:
@@ -112,7 +130,8 @@ class Refresher:
         self.duration = 0.0
         self.finished_at = 0.0
         self.children: set[int] = set()  # the inventory child of a refresh under way
-        self.closings: queue.SimpleQueue[tuple[object, int, int, float | None, int | None]] = queue.SimpleQueue()
+        self.close_events_lost = 0
+        self.closings: queue.SimpleQueue[tuple[object, int, int, float | None, int | None, float]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sockscope-refresh", daemon=True)
 
@@ -122,7 +141,18 @@ class Refresher:
         The census is not shared between threads: closes wait in a queue and the refresh thread
         hands them to `Census.closed` before it counts the new inventory.
         """
-        self.closings.put((cookie, bytes_sent, bytes_received, duration_s, pid))
+        self.closings.put((cookie, bytes_sent, bytes_received, duration_s, pid, time.monotonic()))
+
+    def closes(self, reading: Reading) -> None:
+        """Take one reading of the destroy groups (from the watch's thread): its TCP closes and its losses."""
+        from ..live.closing import final_bytes
+        from ..model import NetId
+
+        self.close_events_lost += reading.lost
+        for sock in reading.closed:
+            counted = final_bytes(sock) if sock.netid is NetId.TCP and sock.cookie is not None else None
+            if counted is not None:
+                self.closing(sock.cookie, counted[0], counted[1], None, None)
 
     def body(self) -> bytes:
         """Give the latest rendered metrics."""
@@ -166,7 +196,7 @@ class Refresher:
         del sockets, byte_counts
         self.duration = time.perf_counter() - started
         self.finished_at = time.time()
-        self.rendered = render(figures, self.duration, self.finished_at, self.errors)
+        self.rendered = render(figures, self.duration, self.finished_at, self.errors, self.close_events_lost)
 
 
 Taken = tuple[list["Socket"], dict[object, tuple[int, int]], dict[str, dict[str, int]], dict[str, tuple[int, int]]]
@@ -289,14 +319,18 @@ def _inside(space: Any, home: bool, entered: Callable[[Any], Any]) -> Any:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def render(figures: Figures, duration: float, finished_at: float, errors: int) -> bytes:
+def render(figures: Figures, duration: float, finished_at: float, errors: int, lost: int = 0) -> bytes:
     """Give the Prometheus text exposition of one refresh's figures."""
     from prometheus_client import ProcessCollector
+    from prometheus_client.core import CounterMetricFamily
     from prometheus_client.exposition import generate_latest
 
     class Collected:
         def collect(self) -> Iterator[Any]:
             yield from families(figures, duration, finished_at, errors)
+            yield CounterMetricFamily(
+                "sockscope_close_events_lost", "Close events the kernel dropped (the reader fell behind); those closes are counted late.", value=lost
+            )
             yield from ProcessCollector(registry=None).collect()
 
     return generate_latest(Collected())

@@ -13,6 +13,7 @@ happens to visit cannot read the sockets through it (cross-site WebSocket, DNS r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import json
 import os
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from ..live.board import Board, Page
+    from ..live.closing import Reading
     from ..model import Socket
     from .httpd import Serving
 
@@ -145,6 +147,14 @@ class Feed:
         """Take a snapshot, update the board, and give each page its delta as JSON text."""
         sockets, notes = self.take()
         self.board.update(sockets, time.time())
+        return self._deltas(viewers, notes)
+
+    def closed(self, reading: Reading, viewers: list[Viewer]) -> list[tuple[Viewer, str]]:
+        """Log the closes of one destroy-group reading on the board, and give each page its delta as JSON text."""
+        self.board.closed(reading.closed, reading.lost, time.time())
+        return self._deltas(viewers, self.notes)
+
+    def _deltas(self, viewers: list[Viewer], notes: list[str]) -> list[tuple[Viewer, str]]:
         fresh_notes = notes != self.notes
         self.notes = notes
         out = []
@@ -388,20 +398,31 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 
 async def _serve(settings: Settings, serving: Serving, sockets: list[socket.socket], metrics_interval: float | None, env: Environment) -> int:
+    import asyncio
+
     from aiohttp import web
 
     from . import httpd
+    from .exporter import watch_closes
 
     app = web.Application(client_max_size=LARGEST_MESSAGE)
-    add_web_routes(app, Feed(settings, take_inet))
+    feed = Feed(settings, take_inet)
+    add_web_routes(app, feed)
+    watch = watch_closes(env)  # one subscription for the page and the metrics
+    if watch is not None:
+        watch.subscribe(feed_closes(feed, asyncio.get_running_loop()))
     refresher = None
     if metrics_interval is not None:
         from .exporter import Refresher, add_metric_routes
 
         refresher = Refresher(None, metrics_interval, 10)
         refresher.refresh_once()
+        if watch is not None:
+            watch.subscribe(refresher.closes)
         refresher.start()
         add_metric_routes(app, refresher.body, settings.token)
+    if watch is not None:
+        watch.start()
     query = "/?token=…" if settings.token else "/"
     metrics = f"; metrics at /metrics every {metrics_interval:g} s" if metrics_interval is not None else ""
     actions = ", actions on" if settings.allow_actions else ""
@@ -414,6 +435,50 @@ async def _serve(settings: Settings, serving: Serving, sockets: list[socket.sock
     try:
         await httpd.serve(app, sockets, serving.tls, started)
     finally:
+        if watch is not None:
+            watch.stop()
         if refresher is not None:
             refresher.stop()
     return 0
+
+
+def feed_closes(feed: Feed, loop: asyncio.AbstractEventLoop) -> Callable[[Reading], None]:
+    """Give a subscriber (for the watch's thread) that logs closes on the board at once and sends the pages their deltas.
+
+    Readings that come while one is being handled are joined into one: a burst of closes costs
+    one pass over the board per page, not one per close.
+    """
+
+    from ..live.closing import Reading
+
+    waiting: list[Reading] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def send() -> None:
+        try:
+            await _send_waiting()
+        finally:
+            running.clear()  # at once, not in a done-callback: a reading arriving meanwhile starts a new task
+
+    async def _send_waiting() -> None:
+        while waiting:
+            joined = Reading([sock for reading in waiting for sock in reading.closed], sum(reading.lost for reading in waiting))
+            waiting.clear()
+            try:
+                sent = await loop.run_in_executor(feed.worker, feed.closed, joined, list(feed.viewers))
+            except RuntimeError:  # the server is stopping: the worker is gone
+                return
+            for viewer, text in sent:
+                viewer.offer(text)
+
+    def start(reading: Reading) -> None:
+        waiting.append(reading)
+        if not running:
+            task = loop.create_task(send())
+            running.add(task)  # held, so that it is not collected half-way
+
+    def subscriber(reading: Reading) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the watch was stopping
+            loop.call_soon_threadsafe(start, reading)
+
+    return subscriber

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..inventory.filters import compile_filter, tokenize
-from ..model import Endpoint, Family, Socket, State
+from ..model import Endpoint, Family, NetId, Socket, State
 
 Shape = Callable[[Socket], dict[str, Any]]  # a socket -> its JSON object (the `ls --json` shape)
 Key = int | tuple[object, ...]
@@ -83,10 +83,12 @@ class Event:
 
     seq: int
     time: float
-    kind: str  # "open" or "close"
-    sock: Socket
+    kind: str  # "open", "close", or "lost" (close events the kernel dropped; no socket then)
+    sock: Socket | None
     process: str
     seconds: float | None  # how long it was seen, for a close (None: it was there at the start)
+    bytes: tuple[int, int] | None = None  # sent (acked), received: a close the kernel told of, with its final tcp_info
+    lost: int = 0  # for kind "lost": close events the kernel dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class Board:
         self.next_point = 1
         self._counters: dict[Key, tuple[int, int]] = {}
         self._first_seen: dict[Key, float] = {}
+        self._told_closed: dict[Key, None] = {}  # closes the kernel told of, so that a late snapshot does not reopen them
         self.listening_ports: frozenset[tuple[str, int]] = frozenset()
 
     def update(self, sockets: Iterable[Socket], now: float) -> None:
@@ -154,7 +157,7 @@ class Board:
         previous, elapsed = self.sockets, (now - self.time) if self.time is not None else None
         if self.time is not None:  # the first snapshot is the starting point, not a burst of opens
             for key in fresh.keys() - previous.keys():
-                if fresh[key].state not in _QUIET:
+                if fresh[key].state not in _QUIET and key not in self._told_closed:
                     self._log("open", fresh[key], now, None)
         for key in previous.keys() - fresh.keys():
             sock = previous[key]
@@ -170,6 +173,34 @@ class Board:
         self.refreshes += 1
         self.listening_ports = frozenset((s.netid, s.local.port) for s in fresh.values() if s.state is State.LISTEN and isinstance(s.local, Endpoint))
         self._history_point(now)
+
+    def closed(self, sockets: Iterable[Socket], lost: int, now: float) -> None:
+        """Log the closes the kernel told of (destroy events, with final bytes) at once, and the events it lost.
+
+        A connection on the board leaves it now (the next refresh logs nothing more for it); one
+        that opened and closed between two refreshes is logged as a close it never showed.
+        """
+        from .closing import final_bytes
+
+        for sock in sockets:
+            key = socket_key(sock)
+            self._told_closed[key] = None
+            if len(self._told_closed) > KEPT_EVENTS:
+                del self._told_closed[next(iter(self._told_closed))]
+            known = self.sockets.pop(key, None)
+            if known is None and sock.netid is not NetId.TCP:
+                continue  # a UDP socket the board never showed (a DNS query): noise in a connection log
+            seen = self._first_seen.pop(key, None)
+            self._counters.pop(key, None)
+            self.rates.pop(key, None)
+            shown = sock if known is None else known
+            if shown.state in _QUIET:
+                continue
+            self.events.append(Event(self.next_seq, now, "close", shown, process_of(shown), None if seen is None else now - seen, final_bytes(sock)))
+            self.next_seq += 1
+        if lost:
+            self.events.append(Event(self.next_seq, now, "lost", None, UNKNOWN, None, None, lost))
+            self.next_seq += 1
 
     def _log(self, kind: str, sock: Socket, now: float, seconds: float | None) -> None:
         self.events.append(Event(self.next_seq, now, kind, sock, process_of(sock), seconds))
@@ -395,7 +426,8 @@ class Page:
         if board.events:
             self.seen_seq = board.events[-1].seq
         if self.predicate is not None:
-            fresh = [event for event in fresh if self.predicate(event.sock)]
+            predicate = self.predicate
+            fresh = [event for event in fresh if event.sock is None or predicate(event.sock)]
         return [
             {
                 "seq": event.seq,
@@ -403,7 +435,9 @@ class Page:
                 "kind": event.kind,
                 "process": event.process,
                 "seconds": None if event.seconds is None else round(event.seconds, 3),
-                "socket": board.shape(event.sock),
+                "socket": None if event.sock is None else board.shape(event.sock),
+                **({"bytes": list(event.bytes)} if event.bytes is not None else {}),
+                **({"lost": event.lost} if event.kind == "lost" else {}),
             }
             for event in fresh[-EVENTS_PER_DELTA:]
         ]
