@@ -193,9 +193,12 @@ class Board:
             seen = self._first_seen.pop(key, None)
             self._counters.pop(key, None)
             self.rates.pop(key, None)
-            shown = sock if known is None else known
-            if shown.state in _QUIET:
+            # the kernel reports every destroyed socket as CLOSE (ss's UNCONN): what it was is the board's to know
+            if known is not None and known.state in _QUIET:
                 continue
+            if known is None and (not isinstance(sock.peer, Endpoint) or sock.peer.port == 0):
+                continue  # a listener or a socket never connected: not a connection
+            shown = sock if known is None else known
             self.events.append(Event(self.next_seq, now, "close", shown, process_of(shown), None if seen is None else now - seen, final_bytes(sock)))
             self.next_seq += 1
         if lost:
