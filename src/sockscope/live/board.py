@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import UsageError
 from ..inventory.filters import compile_filter, tokenize
 from ..model import Endpoint, Family, NetId, Socket, State
+from .closing import final_bytes
 
 Shape = Callable[[Socket], dict[str, Any]]  # a socket -> its JSON object (the `ls --json` shape)
 Key = int | tuple[object, ...]
@@ -69,12 +70,6 @@ def _end_text(end: object) -> str:
     return str(end)
 
 
-def _counters(sock: Socket) -> tuple[int, int] | None:
-    internals = sock.internals
-    tcp = internals.tcp if internals is not None else None
-    if tcp is None or tcp.bytes_acked is None or tcp.bytes_received is None:
-        return None
-    return tcp.bytes_acked, tcp.bytes_received
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +175,6 @@ class Board:
         A connection on the board leaves it now (the next refresh logs nothing more for it); one
         that opened and closed between two refreshes is logged as a close it never showed.
         """
-        from .closing import final_bytes
-
         for sock in sockets:
             key = socket_key(sock)
             self._told_closed[key] = None
@@ -214,7 +207,7 @@ class Board:
         rates: dict[Key, tuple[int, int]] = {}
         old = self._counters
         for key, sock in fresh.items():
-            now_counters = _counters(sock)
+            now_counters = final_bytes(sock)
             if now_counters is None:
                 continue
             counters[key] = now_counters
