@@ -70,8 +70,6 @@ def _end_text(end: object) -> str:
     return str(end)
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     """One line of the connection log: a connection seen for the first time, or seen no more."""
