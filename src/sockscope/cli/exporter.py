@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
-import ipaddress
 import os
 import queue
 import sys
@@ -24,12 +23,10 @@ from ..errors import ExitCode, SockscopeError, UsageError
 from .environment import Environment
 
 if TYPE_CHECKING:
-    import socket
-    import ssl
-
     from aiohttp import web
 
     from ..live.census import Census, Figures
+    from ..live.closing import Reading, Watch
     from ..model import Socket
 
 #: Not in the Prometheus exporters' block: 9100-9999 is fully allocated (see the README).
@@ -51,55 +48,55 @@ def add_parser(commands: Any) -> None:
         epilog=f"Loopback only by default (127.0.0.1:{DEFAULT_PORT}); any other address needs --token or --tls-client-ca. "
         "Exit 4 when the address is in use, 2 for a bad option.",
     )
-    p.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="ADDR", help=f"where to serve (default 127.0.0.1:{DEFAULT_PORT})")
+    from .httpd import add_options
+
+    add_options(p, f"127.0.0.1:{DEFAULT_PORT}", "the metrics")
     p.add_argument("--netns", metavar="NS", help="the sockets of a network namespace (a name from `ip netns`, a pid, or `all`)")
     p.add_argument("--interval", type=seconds, default=DEFAULT_INTERVAL, metavar="S", help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})")
     p.add_argument("--top", type=int, default=10, metavar="N", help="processes with labels of their own; the rest are `other` (default 10)")
-    p.add_argument("--token", metavar="TEXT", help="require `Authorization: Bearer TEXT` (seen by `ps`: prefer --token-file)")
-    p.add_argument("--token-file", metavar="PATH", help="require the bearer token held in this file")
-    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
-    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
-    p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by these CAs")
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     """Serve metrics until SIGINT or SIGTERM."""
-    from ..address import parse_address
+    import asyncio
 
-    address = parse_address(args.listen, default_kind="tcp")
-    if address.kind != "tcp":
-        raise UsageError(f"--listen {args.listen!r}: the exporter serves over TCP (HOST:PORT)")
+    from . import httpd
+
     if not 0 < args.interval <= 3600:
         raise UsageError(f"--interval {args.interval:g}: give a number of seconds above 0 and at most 3600")
     if not 1 <= args.top <= 1000:
         raise UsageError(f"--top {args.top}: give a number of processes from 1 to 1000")
-    token = _token(args)
-    tls = _tls_context(args)
-    loopback = _only_loopback(address.host or "127.0.0.1")
-    if not loopback and token is None and (tls is None or args.tls_client_ca is None):
-        raise UsageError(
-            f"--listen {args.listen}: serving beyond loopback needs --token (or --token-file) or --tls-client-ca, "
-            "so that only your Prometheus reads this host's sockets"
-        )
-    web, _client = _heavy_imports()
-    from ..net.listeners import open_inet
-
-    sockets = open_inet(address, backlog=128, reuse_port=False, narrate=None)
+    serving = httpd.guarded(args)
+    _heavy_imports()
+    httpd.quiet_log(env)
+    sockets = httpd.bind(serving)
     refresher = Refresher(args.netns, args.interval, args.top)
     refresher.refresh_once()  # the first scrape already has figures; a bad --netns fails here, before serving
+    watch = watch_closes(env) if args.netns is None else None  # the kernel sends only our namespace's closes
+    if watch is not None:
+        watch.subscribe(refresher.closes)
+        watch.start()
     refresher.start()
-    app = build_app(refresher.body, token)
-    scheme = "https" if tls is not None else "http"
-    shown = ", ".join(_sockname_url(scheme, s) for s in sockets)
-    guard = "loopback only" if loopback else "bearer token required" if token is not None else "client certificate required"
-    if token is not None and tls is not None and args.tls_client_ca is not None:
-        guard = "bearer token and client certificate required"
-    env.note(f"serving metrics at {shown}/metrics ({guard}; refreshed every {args.interval:g} s)")
+    app = build_app(refresher.body, serving.token)
+    said = f"serving metrics at {httpd.urls(serving, sockets)}/metrics ({serving.guard()}; refreshed every {args.interval:g} s)"
     try:
-        serve(app, sockets, tls, web)
+        asyncio.run(httpd.serve(app, sockets, serving.tls, lambda: env.note(said)))
     finally:
+        if watch is not None:
+            watch.stop()
         refresher.stop()
     return ExitCode.OK
+
+
+def watch_closes(env: Environment) -> Watch | None:
+    """Give a started-later watch of the kernel's close events, or None (said once) when it cannot subscribe."""
+    from ..live.closing import Watch
+
+    try:
+        return Watch()
+    except SockscopeError as error:
+        env.note(f"close events unavailable ({error.message}): a connection counts as closed when a refresh misses it")
+        return None
 
 
 def _heavy_imports() -> tuple[Any, Any]:
@@ -110,65 +107,6 @@ def _heavy_imports() -> tuple[Any, Any]:
     except ImportError as exc:
         raise SockscopeError(f"the exporter needs {exc.name}: install it with pip install 'sockscope[exporter]'") from None
     return web, prometheus_client
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token is not None and args.token_file is not None:
-        raise UsageError("give --token or --token-file, not both")
-    token: str | None = args.token
-    if args.token_file is not None:
-        try:
-            with open(args.token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--token-file {args.token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    if token is not None and (not token or not token.isprintable() or " " in token):
-        raise UsageError("the bearer token must be one word of printable characters (no spaces)")
-    return token
-
-
-def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    if args.tls_cert is None:
-        if args.tls_key is not None or args.tls_client_ca is not None:
-            raise UsageError("--tls-key and --tls-client-ca need --tls-cert")
-        return None
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"--tls-cert {args.tls_cert}: cannot load the certificate and key ({getattr(exc, 'strerror', None) or exc})") from None
-    if args.tls_client_ca is not None:
-        try:
-            context.load_verify_locations(args.tls_client_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"--tls-client-ca {args.tls_client_ca}: cannot load it ({getattr(exc, 'strerror', None) or exc})") from None
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _only_loopback(host: str) -> bool:
-    """Tell whether every address `host` names is a loopback one (a name is resolved)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%", maxsplit=1)[0]).is_loopback
-    except ValueError:
-        pass
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%", maxsplit=1)[0]).is_loopback for info in infos)
-
-
-def _sockname_url(scheme: str, sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class Refresher:
@@ -192,7 +130,8 @@ class Refresher:
         self.duration = 0.0
         self.finished_at = 0.0
         self.children: set[int] = set()  # the inventory child of a refresh under way
-        self.closings: queue.SimpleQueue[tuple[object, int, int, float | None, int | None]] = queue.SimpleQueue()
+        self.close_events_lost = 0
+        self.closings: queue.SimpleQueue[tuple[object, int, int, float | None, int | None, float]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sockscope-refresh", daemon=True)
 
@@ -202,7 +141,18 @@ class Refresher:
         The census is not shared between threads: closes wait in a queue and the refresh thread
         hands them to `Census.closed` before it counts the new inventory.
         """
-        self.closings.put((cookie, bytes_sent, bytes_received, duration_s, pid))
+        self.closings.put((cookie, bytes_sent, bytes_received, duration_s, pid, time.monotonic()))
+
+    def closes(self, reading: Reading) -> None:
+        """Take one reading of the destroy groups (from the watch's thread): its TCP closes and its losses."""
+        from ..live.closing import final_bytes
+        from ..model import NetId
+
+        self.close_events_lost += reading.lost
+        for sock in reading.closed:
+            counted = final_bytes(sock) if sock.netid is NetId.TCP and sock.cookie is not None else None
+            if counted is not None:
+                self.closing(sock.cookie, counted[0], counted[1], None, None)
 
     def body(self) -> bytes:
         """Give the latest rendered metrics."""
@@ -246,7 +196,7 @@ class Refresher:
         del sockets, byte_counts
         self.duration = time.perf_counter() - started
         self.finished_at = time.time()
-        self.rendered = render(figures, self.duration, self.finished_at, self.errors)
+        self.rendered = render(figures, self.duration, self.finished_at, self.errors, self.close_events_lost)
 
 
 Taken = tuple[list["Socket"], dict[object, tuple[int, int]], dict[str, dict[str, int]], dict[str, tuple[int, int]]]
@@ -369,14 +319,18 @@ def _inside(space: Any, home: bool, entered: Callable[[Any], Any]) -> Any:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def render(figures: Figures, duration: float, finished_at: float, errors: int) -> bytes:
+def render(figures: Figures, duration: float, finished_at: float, errors: int, lost: int = 0) -> bytes:
     """Give the Prometheus text exposition of one refresh's figures."""
     from prometheus_client import ProcessCollector
+    from prometheus_client.core import CounterMetricFamily
     from prometheus_client.exposition import generate_latest
 
     class Collected:
         def collect(self) -> Iterator[Any]:
             yield from families(figures, duration, finished_at, errors)
+            yield CounterMetricFamily(
+                "sockscope_close_events_lost", "Close events the kernel dropped (the reader fell behind); those closes are counted late.", value=lost
+            )
             yield from ProcessCollector(registry=None).collect()
 
     return generate_latest(Collected())
@@ -511,18 +465,15 @@ class ScrapeTimes:
 def build_app(body: Callable[[], bytes], token: str | None = None) -> web.Application:
     """Give the aiohttp application serving `/` and `/metrics` (`body()` gives the metrics text).
 
-    Other faces (the web page) add their routes to it before it is served; with a `token`,
-    every route needs `Authorization: Bearer TOKEN`.
+    With a `token`, every route needs `Authorization: Bearer TOKEN`.
     """
     from aiohttp import web
 
-    times = ScrapeTimes()
     expected = f"Bearer {token}".encode() if token is not None else b""
 
     @web.middleware
     async def bearer(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode("utf-8", "surrogateescape"), expected):
             raise web.HTTPUnauthorized(text="a bearer token is required\n", headers={"WWW-Authenticate": 'Bearer realm="sockscope"'})
         response: web.StreamResponse = await handler(request)
         return response
@@ -530,36 +481,27 @@ def build_app(body: Callable[[], bytes], token: str | None = None) -> web.Applic
     async def landing(_request: web.Request) -> web.Response:
         return web.Response(text=LANDING, content_type="text/html")
 
-    async def metrics(_request: web.Request) -> web.Response:
+    app = web.Application(middlewares=[bearer] if token is not None else [], client_max_size=4096)
+    app.router.add_get("/", landing)
+    add_metric_routes(app, body)
+    return app
+
+
+def add_metric_routes(app: web.Application, body: Callable[[], bytes], token: str | None = None) -> None:
+    """Add `/metrics` to an app (the web page's too); with a `token`, it needs `Authorization: Bearer TOKEN`."""
+    from aiohttp import web
+
+    times = ScrapeTimes()
+    expected = f"Bearer {token}".encode() if token is not None else b""
+
+    async def metrics(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if token is not None and not hmac.compare_digest(given, expected):
+            raise web.HTTPUnauthorized(text="a bearer token is required\n", headers={"WWW-Authenticate": 'Bearer realm="sockscope"'})
         started = time.perf_counter()
         response = web.Response(body=body() + times.text(), headers={"Content-Type": CONTENT_TYPE})
         times.count += 1
         times.total += time.perf_counter() - started
         return response
 
-    app = web.Application(middlewares=[bearer] if token is not None else [], client_max_size=4096)
-    app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
-    return app
-
-
-def serve(app: web.Application, sockets: list[socket.socket], tls: ssl.SSLContext | None, web: Any) -> None:
-    """Serve `app` on bound listening sockets until SIGINT or SIGTERM."""
-    import asyncio
-    import signal
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await runner.setup()
-        for sock in sockets:
-            await web.SockSite(runner, sock, ssl_context=tls).start()
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopped.set)
-        try:
-            await stopped.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())

@@ -13,9 +13,8 @@ happens to visit cannot read the sockets through it (cross-site WebSocket, DNS r
 from __future__ import annotations
 
 import argparse
-import errno
+import contextlib
 import hmac
-import ipaddress
 import json
 import os
 import socket
@@ -24,18 +23,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AddressInUse, PermissionDenied, SockscopeError, UsageError
+from ..errors import PermissionDenied, SockscopeError, UsageError
 from . import seconds
 from .environment import Environment
 
 if TYPE_CHECKING:
     import asyncio
-    import ssl
 
     from aiohttp import web
 
     from ..live.board import Board, Page
+    from ..live.closing import Reading
     from ..model import Socket
+    from .httpd import Serving
 
 DEFAULT_LISTEN = "127.0.0.1:8730"
 QUEUED_MESSAGES = 8  # per page: a page further behind than this is closed (it reconnects afresh)
@@ -57,12 +57,13 @@ def add_parser(commands: Any) -> None:
         "and who talks to whom. Updates travel over a WebSocket as changes only.",
         epilog="Listens on loopback by default; any other address needs --token, or --tls with --tls-client-ca. Exit 4 when the address is in use.",
     )
-    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"where to serve the page (default {DEFAULT_LISTEN})")
-    p.add_argument("--token", metavar="TEXT", help="require this token (?token=TEXT in the page's address); needed off loopback")
-    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve over TLS with this certificate chain and key (PEM)")
-    p.add_argument("--tls-client-ca", metavar="CA", help="with --tls: accept only clients with a certificate signed by CA (PEM)")
+    from .httpd import add_options
+
+    add_options(p, DEFAULT_LISTEN, "the page")
     p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between refreshes (default 1; longer when a refresh takes long)")
     p.add_argument("--allow-actions", action="store_true", help="show close and kill buttons (each one confirmed); needs --token")
+    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics at /metrics (as `sockscope exporter` does)")
+    p.add_argument("--metrics-interval", type=seconds, default=15.0, metavar="S", help="seconds between refreshes of /metrics (default 15, as the exporter's)")
 
 
 class Settings:
@@ -75,6 +76,8 @@ class Settings:
         """Tell whether a request's Host names this server (not some other name that resolves here)."""
         if header is None:
             return False
+        from .httpd import is_loopback
+
         if self.token is not None or not is_loopback(self.host):
             return True  # the token guards it; off loopback the names people use are not ours to know
         name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
@@ -88,37 +91,15 @@ class Settings:
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape"))
 
 
-def is_loopback(host: str) -> bool:
-    """Tell whether a host names loopback only (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Give the Settings of the command line; UsageError when the rules for who may look are broken."""
-    from ..address import parse_address
-
-    address = parse_address(args.listen, default_host="127.0.0.1")
-    if address.kind != "tcp" or address.host is None or address.port is None:
-        raise UsageError(f"--listen {args.listen!r}: give HOST:PORT (the page is served over TCP)")
-    if args.token is not None and (not args.token or len(args.token) > 1024 or not args.token.isprintable()):
-        raise UsageError("--token: give printable text of 1 to 1024 characters")
-    if args.tls_client_ca and not args.tls:
-        raise UsageError("--tls-client-ca needs --tls CERT KEY")
-    if not is_loopback(address.host) and args.token is None and not args.tls_client_ca:
-        raise UsageError(
-            f"--listen {args.listen}: off loopback anyone who reaches the port would see every socket of this host; "
-            "add --token TEXT (or --tls with --tls-client-ca)"
-        )
-    if args.allow_actions and args.token is None:
+def settings_from(args: argparse.Namespace, serving: Serving) -> Settings:
+    """Give the Settings of the command line; UsageError when a page option is bad."""
+    if args.allow_actions and serving.token is None:
         raise UsageError("--allow-actions needs --token: closing connections and stopping processes must not be open to anyone")
     if not 0.05 <= args.interval <= 3600:
         raise UsageError("--interval: give 0.05 to 3600 seconds")
-    return Settings(address.host, address.port, args.token, args.allow_actions, args.interval)
+    if not args.no_metrics and not 0 < args.metrics_interval <= 3600:
+        raise UsageError("--metrics-interval: give a number of seconds above 0 and at most 3600")
+    return Settings(serving.address.host or "127.0.0.1", serving.address.port or 0, serving.token, args.allow_actions, args.interval)
 
 
 class Viewer:
@@ -166,6 +147,14 @@ class Feed:
         """Take a snapshot, update the board, and give each page its delta as JSON text."""
         sockets, notes = self.take()
         self.board.update(sockets, time.time())
+        return self._deltas(viewers, notes)
+
+    def closed(self, reading: Reading, viewers: list[Viewer]) -> list[tuple[Viewer, str]]:
+        """Log the closes of one destroy-group reading on the board, and give each page its delta as JSON text."""
+        self.board.closed(reading.closed, reading.lost, time.time())
+        return self._deltas(viewers, self.notes)
+
+    def _deltas(self, viewers: list[Viewer], notes: list[str]) -> list[tuple[Viewer, str]]:
         fresh_notes = notes != self.notes
         self.notes = notes
         out = []
@@ -390,106 +379,106 @@ async def _send_all(viewer: Viewer) -> None:
         viewer.drop()
 
 
-def tls_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
-    """Give the server's TLS context (with client verification when `client_ca` is given); UsageError on unreadable files."""
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-        if client_ca:
-            context.load_verify_locations(client_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as error:
-        raise UsageError(f"--tls: cannot use {cert}, {key}{' or ' + client_ca if client_ca else ''}: {error}") from None
-    return context
-
-
 def run(args: argparse.Namespace, env: Environment) -> int:
-    """Serve the page until interrupted (SIGINT, SIGTERM)."""
-    settings = settings_from(args)
-    context = tls_context(args.tls[0], args.tls[1], args.tls_client_ca) if args.tls else None
+    """Serve the page (and /metrics) until interrupted (SIGINT, SIGTERM)."""
     import asyncio
 
-    return asyncio.run(_serve(settings, context, env))
+    from . import httpd
+
+    serving = httpd.guarded(args)
+    settings = settings_from(args, serving)
+    if not args.no_metrics:
+        from .exporter import _heavy_imports
+
+        _heavy_imports()
+    httpd.quiet_log(env)
+    # bound before the first inventory: a port in use is told at once
+    sockets = httpd.bind(serving)
+    return asyncio.run(_serve(settings, serving, sockets, None if args.no_metrics else args.metrics_interval, env))
 
 
-def quiet_server_log(env: Environment) -> None:
-    """Make aiohttp's server log one line per error, at most one a second, and nothing for a client's bad request.
-
-    Its default is a traceback for every malformed request: anyone could fill the terminal (or
-    block a stderr nobody reads) by sending garbage.
-    """
-    import contextlib
-    import logging
-
-    from aiohttp.http_exceptions import HttpProcessingError
-
-    class OneLine(logging.Handler):
-        last = 0.0
-
-        def emit(self, record: logging.LogRecord) -> None:
-            error = record.exc_info[1] if record.exc_info else None
-            if isinstance(error, HttpProcessingError) or time.monotonic() - self.last < 1.0:
-                return  # a client's bad request is the client's
-            self.last = time.monotonic()
-            first = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
-            detail = f": {type(error).__name__}: {first}" if error is not None else ""
-            with contextlib.suppress(OSError, ValueError):
-                env.error(f"{record.getMessage()}{detail}")
-
-    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.websocket"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [OneLine()]
-        logger.propagate = False
-
-
-def bind(settings: Settings, where: str) -> socket.socket:
-    """Give a listening socket on the settings' address; AddressInUse, PermissionDenied or UsageError otherwise."""
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as error:
-        raise UsageError(f"--listen {where}: {error.strerror}") from None
-    listening = socket.socket(family, kind, proto)
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
-        listening.listen(128)
-    except OSError as error:
-        listening.close()
-        if error.errno == errno.EADDRINUSE:
-            raise AddressInUse(f"{where} is in use (`sockscope who {settings.port}` tells by whom); choose another --listen") from None
-        if error.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(f"{where}: ports below 1024 need root (or CAP_NET_BIND_SERVICE)") from None
-        raise UsageError(f"cannot listen on {where}: {error.strerror}") from None
-    return listening
-
-
-async def _serve(settings: Settings, context: ssl.SSLContext | None, env: Environment) -> int:
+async def _serve(settings: Settings, serving: Serving, sockets: list[socket.socket], metrics_interval: float | None, env: Environment) -> int:
     import asyncio
-    import signal
 
     from aiohttp import web
 
-    quiet_server_log(env)
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    # bound before the app starts: a port in use is told at once, not after a first inventory
-    listening = bind(settings, f"{shown}:{settings.port}")
+    from . import httpd
+    from .exporter import watch_closes
+
     app = web.Application(client_max_size=LARGEST_MESSAGE)
-    add_web_routes(app, Feed(settings, take_inet))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.SockSite(runner, listening, ssl_context=context).start()
-    scheme = "https" if context is not None else "http"
-    guard = "loopback only" if is_loopback(settings.host) and settings.token is None else "token required" if settings.token else "client certificates required"
+    feed = Feed(settings, take_inet)
+    add_web_routes(app, feed)
+    watch = watch_closes(env)  # one subscription for the page and the metrics
+    if watch is not None:
+        watch.subscribe(feed_closes(feed, asyncio.get_running_loop()))
+    refresher = None
+    if metrics_interval is not None:
+        from .exporter import Refresher, add_metric_routes
+
+        refresher = Refresher(None, metrics_interval, 10)
+        refresher.refresh_once()
+        if watch is not None:
+            watch.subscribe(refresher.closes)
+        refresher.start()
+        add_metric_routes(app, refresher.body, settings.token)
+    if watch is not None:
+        watch.start()
     query = "/?token=…" if settings.token else "/"
-    env.stdout.write(f"serving the live page on {scheme}://{shown}:{settings.port}{query} ({guard}{', actions on' if settings.allow_actions else ''})\n")
-    env.stdout.flush()
-    stop = asyncio.Event()
-    running = asyncio.get_running_loop()
-    running.add_signal_handler(signal.SIGTERM, stop.set)
+    metrics = f"; metrics at /metrics every {metrics_interval:g} s" if metrics_interval is not None else ""
+    actions = ", actions on" if settings.allow_actions else ""
+    said = f"serving the live page on {httpd.urls(serving, sockets)}{query} ({serving.guard()}{actions}{metrics})\n"
+
+    def started() -> None:
+        env.stdout.write(said)
+        env.stdout.flush()
+
     try:
-        await stop.wait()
+        await httpd.serve(app, sockets, serving.tls, started)
     finally:
-        await runner.cleanup()
+        if watch is not None:
+            watch.stop()
+        if refresher is not None:
+            refresher.stop()
     return 0
+
+
+def feed_closes(feed: Feed, loop: asyncio.AbstractEventLoop) -> Callable[[Reading], None]:
+    """Give a subscriber (for the watch's thread) that logs closes on the board at once and sends the pages their deltas.
+
+    Readings that come while one is being handled are joined into one: a burst of closes costs
+    one pass over the board per page, not one per close.
+    """
+
+    from ..live.closing import Reading
+
+    waiting: list[Reading] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def send() -> None:
+        try:
+            await _send_waiting()
+        finally:
+            running.clear()  # at once, not in a done-callback: a reading arriving meanwhile starts a new task
+
+    async def _send_waiting() -> None:
+        while waiting:
+            joined = Reading([sock for reading in waiting for sock in reading.closed], sum(reading.lost for reading in waiting))
+            waiting.clear()
+            try:
+                sent = await loop.run_in_executor(feed.worker, feed.closed, joined, list(feed.viewers))
+            except RuntimeError:  # the server is stopping: the worker is gone
+                return
+            for viewer, text in sent:
+                viewer.offer(text)
+
+    def start(reading: Reading) -> None:
+        waiting.append(reading)
+        if not running:
+            task = loop.create_task(send())
+            running.add(task)  # held, so that it is not collected half-way
+
+    def subscriber(reading: Reading) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the watch was stopping
+            loop.call_soon_threadsafe(start, reading)
+
+    return subscriber

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..inventory.filters import compile_filter, tokenize
-from ..model import Endpoint, Family, Socket, State
+from ..model import Endpoint, Family, NetId, Socket, State
+from .closing import final_bytes
 
 Shape = Callable[[Socket], dict[str, Any]]  # a socket -> its JSON object (the `ls --json` shape)
 Key = int | tuple[object, ...]
@@ -69,24 +70,18 @@ def _end_text(end: object) -> str:
     return str(end)
 
 
-def _counters(sock: Socket) -> tuple[int, int] | None:
-    internals = sock.internals
-    tcp = internals.tcp if internals is not None else None
-    if tcp is None or tcp.bytes_acked is None or tcp.bytes_received is None:
-        return None
-    return tcp.bytes_acked, tcp.bytes_received
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     """One line of the connection log: a connection seen for the first time, or seen no more."""
 
     seq: int
     time: float
-    kind: str  # "open" or "close"
-    sock: Socket
+    kind: str  # "open", "close", or "lost" (close events the kernel dropped; no socket then)
+    sock: Socket | None
     process: str
     seconds: float | None  # how long it was seen, for a close (None: it was there at the start)
+    bytes: tuple[int, int] | None = None  # sent (acked), received: a close the kernel told of, with its final tcp_info
+    lost: int = 0  # for kind "lost": close events the kernel dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +141,7 @@ class Board:
         self.next_point = 1
         self._counters: dict[Key, tuple[int, int]] = {}
         self._first_seen: dict[Key, float] = {}
+        self._told_closed: dict[Key, None] = {}  # closes the kernel told of, so that a late snapshot does not reopen them
         self.listening_ports: frozenset[tuple[str, int]] = frozenset()
 
     def update(self, sockets: Iterable[Socket], now: float) -> None:
@@ -154,7 +150,7 @@ class Board:
         previous, elapsed = self.sockets, (now - self.time) if self.time is not None else None
         if self.time is not None:  # the first snapshot is the starting point, not a burst of opens
             for key in fresh.keys() - previous.keys():
-                if fresh[key].state not in _QUIET:
+                if fresh[key].state not in _QUIET and key not in self._told_closed:
                     self._log("open", fresh[key], now, None)
         for key in previous.keys() - fresh.keys():
             sock = previous[key]
@@ -171,6 +167,35 @@ class Board:
         self.listening_ports = frozenset((s.netid, s.local.port) for s in fresh.values() if s.state is State.LISTEN and isinstance(s.local, Endpoint))
         self._history_point(now)
 
+    def closed(self, sockets: Iterable[Socket], lost: int, now: float) -> None:
+        """Log the closes the kernel told of (destroy events, with final bytes) at once, and the events it lost.
+
+        A connection on the board leaves it now (the next refresh logs nothing more for it); one
+        that opened and closed between two refreshes is logged as a close it never showed.
+        """
+        for sock in sockets:
+            key = socket_key(sock)
+            self._told_closed[key] = None
+            if len(self._told_closed) > KEPT_EVENTS:
+                del self._told_closed[next(iter(self._told_closed))]
+            known = self.sockets.pop(key, None)
+            if known is None and sock.netid is not NetId.TCP:
+                continue  # a UDP socket the board never showed (a DNS query): noise in a connection log
+            seen = self._first_seen.pop(key, None)
+            self._counters.pop(key, None)
+            self.rates.pop(key, None)
+            # the kernel reports every destroyed socket as CLOSE (ss's UNCONN): what it was is the board's to know
+            if known is not None and known.state in _QUIET:
+                continue
+            if known is None and (not isinstance(sock.peer, Endpoint) or sock.peer.port == 0):
+                continue  # a listener or a socket never connected: not a connection
+            shown = sock if known is None else known
+            self.events.append(Event(self.next_seq, now, "close", shown, process_of(shown), None if seen is None else now - seen, final_bytes(sock)))
+            self.next_seq += 1
+        if lost:
+            self.events.append(Event(self.next_seq, now, "lost", None, UNKNOWN, None, None, lost))
+            self.next_seq += 1
+
     def _log(self, kind: str, sock: Socket, now: float, seconds: float | None) -> None:
         self.events.append(Event(self.next_seq, now, kind, sock, process_of(sock), seconds))
         self.next_seq += 1
@@ -180,7 +205,7 @@ class Board:
         rates: dict[Key, tuple[int, int]] = {}
         old = self._counters
         for key, sock in fresh.items():
-            now_counters = _counters(sock)
+            now_counters = final_bytes(sock)
             if now_counters is None:
                 continue
             counters[key] = now_counters
@@ -395,7 +420,8 @@ class Page:
         if board.events:
             self.seen_seq = board.events[-1].seq
         if self.predicate is not None:
-            fresh = [event for event in fresh if self.predicate(event.sock)]
+            predicate = self.predicate
+            fresh = [event for event in fresh if event.sock is None or predicate(event.sock)]
         return [
             {
                 "seq": event.seq,
@@ -403,7 +429,9 @@ class Page:
                 "kind": event.kind,
                 "process": event.process,
                 "seconds": None if event.seconds is None else round(event.seconds, 3),
-                "socket": board.shape(event.sock),
+                "socket": None if event.sock is None else board.shape(event.sock),
+                **({"bytes": list(event.bytes)} if event.bytes is not None else {}),
+                **({"lost": event.lost} if event.kind == "lost" else {}),
             }
             for event in fresh[-EVENTS_PER_DELTA:]
         ]

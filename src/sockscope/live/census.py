@@ -170,7 +170,7 @@ class Census:
         self._ended: dict[object, _Connection] = {}  # the latest connections closed, by cookie, as counted
         self._refreshed = False
 
-    def closed(self, cookie: object, bytes_sent: int, bytes_received: int, duration_s: float | None, pid: int | None) -> None:
+    def closed(self, cookie: object, bytes_sent: int, bytes_received: int, duration_s: float | None, pid: int | None, at: float | None = None) -> None:
         """Count a connection that ended, with its final byte counts (a destroy event, or a refresh that misses it).
 
         A cookie seen open before is charged to the process it was charged to then, whatever
@@ -193,6 +193,8 @@ class Census:
             account.opened += 1
         else:
             account = self._account(entry.process)
+            if duration_s is None and at is not None and entry.started is not None:
+                duration_s = at - entry.started  # a destroy event: it lasted from its first sighting to `at` (monotonic)
             bytes_sent = max(bytes_sent, entry.sent)
             bytes_received = max(bytes_received, entry.received)
         account.closed += 1
@@ -254,6 +256,8 @@ class Census:
                 else:
                     sent, received = _bytes_of(sock)
                 entry = live.get(key)
+                if entry is None and key in self._ended:
+                    continue  # its close event came while the inventory was taken: counted already
                 if entry is None:
                     entry = live[key] = _Connection(process, started_now, sent, received)
                     if started_now is not None:

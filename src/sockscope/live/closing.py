@@ -16,7 +16,7 @@ import contextlib
 import errno
 import socket
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import NamedTuple
 
 from ..errors import PermissionDenied, SourceUnavailable
@@ -157,3 +157,60 @@ def _size_buffer(sock: socket.socket, wanted: int) -> int:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)  # capped at net.core.rmem_max
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+class Watch:
+    """A thread reading the destroy groups of TCP and UDP and handing each reading to every subscriber.
+
+    One per process: the exporter and the web page, served together, share it (the kernel sends
+    each subscribing socket its own copy). Subscribers run on this thread: they hand the reading
+    on (a queue, an event loop) and return at once, or messages pile up and are lost.
+    """
+
+    def __init__(self, buffer_bytes: int = BUFFER_BYTES) -> None:
+        import threading
+
+        self.subscription = Subscription(GROUPS, buffer_bytes)  # SourceUnavailable or PermissionDenied here
+        self.subscribers: list[Callable[[Reading], None]] = []
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sockscope-closing", daemon=True)
+
+    def subscribe(self, subscriber: Callable[[Reading], None]) -> None:
+        """Have `subscriber` called (on the watch's thread) with each reading that holds closes or losses."""
+        self.subscribers.append(subscriber)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread and the subscription."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.subscription.close()
+
+    def _loop(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.subscription], [], [], 0.25)
+            if not ready:
+                continue
+            try:
+                reading = self.subscription.read()
+            except OSError:
+                continue  # one bad read: the next may do
+            self.lost += reading.lost
+            if reading.closed or reading.lost:
+                for subscriber in self.subscribers:
+                    subscriber(reading)
+
+
+def final_bytes(sock: Socket) -> tuple[int, int] | None:
+    """Give (bytes acked by the peer, bytes received) of a closed TCP socket's final tcp_info, None without it."""
+    internals = sock.internals
+    tcp = internals.tcp if internals is not None else None
+    if tcp is None or tcp.bytes_acked is None or tcp.bytes_received is None:
+        return None
+    return tcp.bytes_acked, tcp.bytes_received

@@ -216,9 +216,14 @@ function addEvents(events) {
   const log = $("log");
   for (const event of events) {
     const sock = event.socket;
-    const held = event.kind === "close" && event.seconds !== null ? ` after ${event.seconds.toFixed(1)} s` : "";
     const when = new Date(event.time * 1000).toLocaleTimeString();
-    const text = `${when} ${event.kind} ${sock.netid} ${endText(sock.local)} → ${endText(sock.peer)} ${event.process}${held}`;
+    if (event.kind === "lost") {
+      log.prepend(el("li", `${when} ${event.lost} close event(s) lost: the kernel dropped them (those closes show at the next refresh)`, "lost"));
+      continue;
+    }
+    const held = event.kind === "close" && event.seconds !== null ? ` after ${event.seconds.toFixed(1)} s` : "";
+    const moved = event.bytes ? ` ${event.bytes[0]} B sent, ${event.bytes[1]} B received` : "";
+    const text = `${when} ${event.kind} ${sock.netid} ${endText(sock.local)} → ${endText(sock.peer)} ${event.process}${held}${moved}`;
     log.prepend(el("li", text, event.kind));
   }
   while (log.children.length > KEPT_LOG) log.lastElementChild.remove();
