@@ -89,9 +89,11 @@ def keys(name: str, *pressed: str) -> None:
 
 def test_top_in_tmux_groups_switches_and_quits_on_q() -> None:
     with nc_pair() as port, tmux_top("sport", "=", f":{port}", "or", "dport", "=", f":{port}") as session:
-        screen = wait_screen(session, f"127.0.0.1:{port}")
+        wait_screen(session, f"127.0.0.1:{port}")
+        screen = wait_screen(session, "k Kill")  # the rows can be drawn before the footer is
         lines = screen.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        assert f"127.0.0.1:{port}" in screen
         assert "by process" in screen and "nc (" in screen  # grouped under the nc processes
         assert "q Quit" in lines[-1] and "k Kill" in lines[-1]  # every key fits in 80 columns
         keys(session, "g")
