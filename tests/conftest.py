@@ -4,8 +4,11 @@ import glob
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -88,3 +91,20 @@ def nmap_states(kind: str, address: str, spec: str) -> dict[int, str]:
                 fields = item.strip().split("/")
                 states[int(fields[0])] = fields[1]
     return states
+
+
+def free_port() -> int:
+    """Give a TCP port of 127.0.0.1 that nothing was bound to a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """End a process a test started: SIGTERM, then SIGKILL if it is still there after 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

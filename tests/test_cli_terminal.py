@@ -15,14 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import have
+from conftest import free_port, have
 
 pytestmark = pytest.mark.skipif(not (have("tmux") and have("nc")), reason="needs tmux and nc (netcat-openbsd)")
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

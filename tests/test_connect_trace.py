@@ -14,17 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import have
+from conftest import free_port, have
 from sockscope.errors import ExitCode
 from sockscope.ports.free import ephemeral_range
 
 pytestmark = pytest.mark.skipif(not have("socat"), reason="needs socat")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(port: int) -> None:

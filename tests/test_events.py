@@ -19,15 +19,9 @@ from typing import Any
 
 import pytest
 
-from conftest import IS_ROOT, _readable_package, have, sockscope
+from conftest import IS_ROOT, _readable_package, free_port, have, sockscope
 
 pytestmark = pytest.mark.skipif(not (have("socat") and have("nc") and have("curl")), reason="needs socat, nc and curl")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

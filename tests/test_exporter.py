@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -17,17 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import have, sockscope
+from conftest import free_port, have, sockscope, stop
 
 pytest.importorskip("aiohttp")
 pytest.importorskip("prometheus_client")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -46,12 +38,7 @@ def exporter(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.P
         assert "serving metrics at" in line, line + proc.stderr.read()
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 

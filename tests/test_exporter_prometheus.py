@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import have, needs_root
+from conftest import free_port, have, needs_root
 
 pytest.importorskip("aiohttp")
 pytest.importorskip("prometheus_client")
@@ -34,13 +33,6 @@ clients = [socket.create_connection(("127.0.0.1", 7000)) for _ in range(int(sys.
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import have, sockscope
+from conftest import have, sockscope, stop
 
 pytest.importorskip("aiohttp")
 pytest.importorskip("prometheus_client")
@@ -50,12 +49,7 @@ def running(command: str, *args: str, said: str) -> Iterator[tuple[subprocess.Po
         assert said in line, line
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

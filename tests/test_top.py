@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import have, needs_root, sockscope
+from conftest import free_port, have, needs_root, sockscope
 from sockscope.model import State
 
 pytestmark = pytest.mark.skipif(not (have("socat") and have("nc")), reason="needs socat and nc (netcat-openbsd)")
@@ -27,11 +27,6 @@ server = socket.create_server(("127.0.0.1", 0), backlog=1)  # never accepts: a s
 print(server.getsockname()[1], flush=True)
 sys.stdin.read()
 """
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:

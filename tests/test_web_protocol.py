@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from conftest import needs_root
+from conftest import free_port, needs_root
 from sockscope.cli.web import Feed, Settings, add_web_routes
 from sockscope.inventory import INET_NETIDS, Query, take
 from sockscope.model import Endpoint, Family, NetId, Socket, State
@@ -69,12 +69,6 @@ def listener() -> Any:
     sock.listen(16)
     yield sock
     sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_socat_listener_a_connection_from_nc_and_its_close_reach_the_page() -> None:
